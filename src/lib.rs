@@ -1,0 +1,40 @@
+//! csync2-watch: keeps a csync2 cluster identical within a second of any
+//! change by watching csync2's trees with inotify and driving the real
+//! `csync2` binary.
+//!
+//! The crate is split into a pure core (no I/O beyond reading the config
+//! files it is asked to parse) and adapters around it:
+//!
+//! * core: [`fnmatch`], [`config`] (csync2.cfg lexer and parser), [`paths`]
+//!   (csync2's path decisions), [`plan`] (what this node syncs, with whom),
+//!   [`queue`] (the deduplicating batch queue), [`sched`] (when to run
+//!   what), [`statcache`] (what csync2 can and cannot see).
+//! * adapters: [`watch`] (inotify tree), [`runner`] (csync2 processes),
+//!   [`server`] (local `csync2 -ii` supervision), [`probe`] (peer TCP
+//!   probes), [`journal`] (SQLite state), [`fstype`] (statfs), [`status`].
+//! * edges: [`cli`], [`cmd`] (one module per subcommand), [`daemon`]
+//!   (wiring for `run`), [`testbed`] (multi-node clusters in namespaces for
+//!   the demo, tests and benchmarks).
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod daemon;
+pub mod exit;
+pub mod fnmatch;
+pub mod fstype;
+pub mod journal;
+pub mod logging;
+pub mod paths;
+pub mod plan;
+pub mod probe;
+pub mod queue;
+pub mod runner;
+pub mod sched;
+pub mod server;
+pub mod settings;
+pub mod statcache;
+pub mod status;
+pub mod sysctl;
+pub mod testbed;
+pub mod watch;
