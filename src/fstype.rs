@@ -37,19 +37,19 @@ impl FsInfo {
 /// the filesystems' own sources).
 const NETWORK_FS: &[(i64, &str)] = &[
     (0x6969, "nfs"),
-    (0x5346_414f, "afs"),       // OpenAFS / kAFS "AFS"
-    (0x6b41_4653, "afs"),       // kAFS "kAFS"
-    (0xff53_4d42, "cifs"),      // CIFS_SUPER_MAGIC
-    (0xfe53_4d42, "smb2"),      // SMB2_SUPER_MAGIC
-    (0x517b, "smb"),            // SMB_SUPER_MAGIC
-    (0x00c3_6400, "ceph"),      // CEPH_SUPER_MAGIC
-    (0x0bd0_0bd0, "lustre"),    // LL_SUPER_MAGIC
-    (0x6573_5546, "fuse"),      // FUSE_SUPER_MAGIC: GlusterFS, sshfs, s3fs, ...
-    (0x0102_1997, "9p"),        // V9FS_MAGIC
-    (0x7461_636f, "ocfs2"),     // shared-disk cluster filesystem
-    (0x0116_1970, "gfs2"),      // GFS2_MAGIC
-    (0x47504653, "gpfs"),       // IBM Spectrum Scale
-    (0x0000_564c, "ncp"),       // NCP_SUPER_MAGIC
+    (0x5346_414f, "afs"),    // OpenAFS / kAFS "AFS"
+    (0x6b41_4653, "afs"),    // kAFS "kAFS"
+    (0xff53_4d42, "cifs"),   // CIFS_SUPER_MAGIC
+    (0xfe53_4d42, "smb2"),   // SMB2_SUPER_MAGIC
+    (0x517b, "smb"),         // SMB_SUPER_MAGIC
+    (0x00c3_6400, "ceph"),   // CEPH_SUPER_MAGIC
+    (0x0bd0_0bd0, "lustre"), // LL_SUPER_MAGIC
+    (0x6573_5546, "fuse"),   // FUSE_SUPER_MAGIC: GlusterFS, sshfs, s3fs, ...
+    (0x0102_1997, "9p"),     // V9FS_MAGIC
+    (0x7461_636f, "ocfs2"),  // shared-disk cluster filesystem
+    (0x0116_1970, "gfs2"),   // GFS2_MAGIC
+    (0x47504653, "gpfs"),    // IBM Spectrum Scale
+    (0x0000_564c, "ncp"),    // NCP_SUPER_MAGIC
 ];
 
 /// See [`FsInfo::network_name`].

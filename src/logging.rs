@@ -13,8 +13,7 @@ pub const LOG_ENV: &str = "CSYNC2_WATCH_LOG";
 /// Install the global subscriber. Safe to call more than once (later calls
 /// do nothing).
 pub fn init(default_level: &str) {
-    let filter =
-        EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default_level));
     let registry = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
