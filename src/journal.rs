@@ -387,7 +387,13 @@ impl Journal {
         let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
-        if version > SCHEMA_VERSION || version < 0 {
+        if version < 0 {
+            return Err(JournalError::Corrupt {
+                path: path.clone(),
+                message: format!("schema version {version} is not one csync2-watch writes"),
+            });
+        }
+        if version > SCHEMA_VERSION {
             return Err(JournalError::TooNew {
                 path: path.clone(),
                 found: version,

@@ -306,8 +306,10 @@ impl Settings {
             warnings: Vec::new(),
             pos: BTreeMap::new(),
         };
-        let mut s = Settings::default();
-        s.source = file.map(Path::to_path_buf);
+        let mut s = Settings {
+            source: file.map(Path::to_path_buf),
+            ..Settings::default()
+        };
         let mut csync2_set = false;
         match toml::from_str::<BTreeMap<Spanned<String>, Spanned<Value>>>(text) {
             Err(e) => {

@@ -22,7 +22,7 @@ fn p(bytes: &[u8]) -> PathBuf {
 /// non-UTF-8 bytes, a 255-byte name, backslashes and quotes.
 fn awkward_paths() -> Vec<PathBuf> {
     let mut long = b"/srv/".to_vec();
-    long.extend(std::iter::repeat_n(b'x', 255));
+    long.extend([b'x'; 255]);
     vec![
         p(b"/srv/with space"),
         p(b"/srv/new\nline"),

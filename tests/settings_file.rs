@@ -67,8 +67,10 @@ fn defaults_are_the_documented_ones() {
 fn an_empty_file_gives_the_defaults() {
     let (f, c) = check("# nothing here\n");
     assert!(c.errors.is_empty() && c.warnings.is_empty(), "{c:#?}");
-    let mut want = Settings::default();
-    want.source = Some(f.path.clone());
+    let want = Settings {
+        source: Some(f.path.clone()),
+        ..Settings::default()
+    };
     assert_eq!(c.settings, want);
 }
 
