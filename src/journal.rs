@@ -352,7 +352,12 @@ impl Journal {
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => {
+                    self.corrupt("this is not an SQLite database")
+                }
+                _ => self.err(e),
+            })?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(JournalError::Corrupt {
                 path: self.path.clone(),
@@ -620,7 +625,8 @@ impl Journal {
     }
 
     /// Keep only the newest `keep` feed entries (queued paths stay).
-    /// Pruned txids are never handed out again.
+    /// Pruned txids are never handed out again. Cost is proportional to
+    /// the entries removed, so calling it after every batch is cheap.
     pub fn prune(&mut self, keep: u64) -> Result<(), JournalError> {
         let path = self.path.clone();
         let err = |source| JournalError::Sqlite {
@@ -631,24 +637,32 @@ impl Journal {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        // The newest txid to remove: the (keep+1)-th newest entry.
+        // Txids in the feed are contiguous (AUTOINCREMENT hands them out in
+        // order, a rolled-back insert gives its id back, and only this
+        // removes rows, from the oldest end), so the newest entry to remove
+        // is simply max - keep: no scan over the kept rows.
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let cut: Option<i64> = tx
-            .query_row(
-                "SELECT txid FROM feed ORDER BY txid DESC LIMIT 1 OFFSET ?1",
-                params![i64::try_from(keep).unwrap_or(i64::MAX)],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err)?;
+            .query_row("SELECT max(txid) FROM feed", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map_err(err)?
+            .map(|max| max.saturating_sub(keep))
+            .filter(|cut| *cut > 0);
         if let Some(cut) = cut {
-            tx.execute("DELETE FROM feed WHERE txid <= ?1", params![cut])
+            let removed = tx
+                .execute("DELETE FROM feed WHERE txid <= ?1", params![cut])
                 .map_err(err)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+            // Only a prune that removed something moves the mark, so it
+            // never goes back when `keep` grows.
+            if removed > 0 {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![META_PRUNED_THROUGH, cut.to_string()],
-            )
-            .map_err(err)?;
+                    params![META_PRUNED_THROUGH, cut.to_string()],
+                )
+                .map_err(err)?;
+            }
         }
         tx.commit().map_err(err)
     }

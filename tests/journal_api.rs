@@ -316,9 +316,10 @@ fn txids_strictly_increase_and_are_never_reused_after_prune_and_reopen() {
     assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
     // Pruning the feed leaves the queue alone.
     assert_eq!(j.pending().unwrap().len(), 101);
-    // Pruning more than there is does nothing.
+    // Pruning more than there is does nothing, and the mark stays.
     j.prune(1000).unwrap();
     assert_eq!(j.events_since(0, usize::MAX).unwrap().len(), 1);
+    assert_eq!(j.pruned_through().unwrap(), last);
 }
 
 #[test]
@@ -557,4 +558,17 @@ fn open_existing_says_whether_the_daemon_ever_ran_there() {
         "{err:?}"
     );
     assert!(!empty.join(FILE_NAME).exists());
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    std::fs::write(&file, vec![b'x'; 4096]).unwrap();
+    let err = Journal::open(dir.path()).unwrap_err();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&file.display().to_string()), "{msg}");
+    assert!(msg.contains("move the file away"), "{msg}");
+    assert_eq!(std::fs::read(&file).unwrap(), vec![b'x'; 4096]);
 }
