@@ -572,3 +572,49 @@ fn a_file_that_is_not_a_database_is_refused_with_the_fix() {
     assert!(msg.contains("move the file away"), "{msg}");
     assert_eq!(std::fs::read(&file).unwrap(), vec![b'x'; 4096]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any name a Unix path can hold (every byte but NUL, up to 255 bytes
+    /// a component) comes back byte for byte from the feed, the queue and
+    /// a request.
+    #[test]
+    fn any_path_bytes_round_trip(
+        names in proptest::collection::vec(
+            proptest::collection::vec(1u8..=255, 1..=255),
+            1..6,
+        )
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let paths: Vec<PathBuf> = names
+            .iter()
+            .map(|n| {
+                let mut b = b"/srv/".to_vec();
+                b.extend(n.iter().map(|c| if *c == b'/' { b'_' } else { *c }));
+                p(&b)
+            })
+            .collect();
+        let changes: Vec<_> = paths.iter().map(|x| (x.clone(), ChangeKind::Entry)).collect();
+        j.enqueue(&changes).unwrap();
+        j.push_request(&Request::Paths(paths.clone())).unwrap();
+        let fed: Vec<PathBuf> = j
+            .events_since(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.what {
+                EventKind::Change { path, .. } => path,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        proptest::prop_assert_eq!(&fed, &paths);
+        let mut queued: Vec<PathBuf> = j.pending().unwrap().into_iter().map(|q| q.path).collect();
+        let mut want = paths.clone();
+        queued.sort();
+        want.sort();
+        want.dedup();
+        proptest::prop_assert_eq!(queued, want);
+        proptest::prop_assert_eq!(j.take_requests().unwrap(), vec![Request::Paths(paths)]);
+    }
+}

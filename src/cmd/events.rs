@@ -1,7 +1,12 @@
 //! `csync2-watch events`: print the journal's change feed after `--since
 //! TXID`, and with `-f` keep printing new entries (polling every 200 ms)
 //! until SIGINT, SIGTERM or a closed pipe. A client resumes by passing the
-//! last txid it printed.
+//! last txid it printed. The journal is found in `--state-dir`, else in
+//! [`default_state_dir`] from `-N`/`-C`; csync2.cfg and the settings file
+//! (`--config`, accepted for symmetry with the other commands) are not
+//! read, so `events` works even when they are broken. Reading from before
+//! the oldest kept entry (see `journal_keep_events`) prints a warning on
+//! stderr: those events are gone.
 //!
 //! Output formats (one record per journal entry):
 //!
