@@ -323,10 +323,7 @@ impl Journal {
     }
 
     fn open_file(path: PathBuf, extra: OpenFlags) -> Result<Journal, JournalError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI
-            | extra;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra;
         let conn =
             Connection::open_with_flags(&path, flags).map_err(|source| JournalError::Sqlite {
                 path: path.clone(),

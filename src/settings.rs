@@ -352,7 +352,12 @@ impl Settings {
                     "csync2",
                     format!(
                         "{msg}; install csync2 (apt-get install csync2) or set \
-                         `csync2 = \"/path/to/csync2\"`"
+                         `csync2 = \"/path/to/csync2\"`{}",
+                        if file.is_none() {
+                            format!(" in {DEFAULT_PATH}")
+                        } else {
+                            String::new()
+                        }
                     ),
                 );
             }
