@@ -2,14 +2,55 @@
 //! (or `--config FILE`), every field optional with a sysadmin-friendly
 //! default, durations in humantime (`"250ms"`, `"1h"`).
 //!
-//! (API pinned; implementation being built.)
+//! Owns the file format, the defaults, and the validation: every problem
+//! is reported at once as `FILE:LINE:COL: message` naming the fix
+//! (unknown keys get the closest known key suggested, values are quoted
+//! as written). The file is read as a map of spanned keys and values
+//! rather than through `#[serde(deny_unknown_fields)]`, which stops at the
+//! first problem and loses the positions of the others; unknown keys are
+//! refused all the same. [`Settings::load`] is what the daemon uses
+//! (errors out, logs warnings); [`Settings::check`] is for
+//! `check-config`, which shows all problems and the effective settings
+//! ([`Settings::to_toml`]).
 
-use std::ffi::OsString;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use toml::{Spanned, Value};
+
 /// Default settings path.
 pub const DEFAULT_PATH: &str = "/etc/csync2-watch/csync2-watch.toml";
+
+/// Where csync2 is looked for when it is not in `PATH`.
+pub const CSYNC2_FALLBACK: &str = "/usr/sbin/csync2";
+
+/// Every key the settings file knows, in the order of [`Settings`].
+pub const KEYS: &[&str] = &[
+    "csync2",
+    "csync2_args",
+    "batch_delay",
+    "max_batch",
+    "full_check_threshold",
+    "full_sync_interval",
+    "full_sync_jitter",
+    "quiet_period",
+    "parallel_updates",
+    "probe_timeout",
+    "retry_initial",
+    "retry_max",
+    "stall_timeout",
+    "server",
+    "network_fs_interval",
+    "degraded_interval",
+    "journal_keep_events",
+];
+
+/// Most paths one csync2 check run may be handed (`max_batch`).
+pub const MAX_BATCH_LIMIT: usize = 100_000;
 
 /// Who runs the local csync2 server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,14 +62,27 @@ pub enum ServerMode {
     External,
 }
 
+impl ServerMode {
+    /// The word used in the settings file.
+    pub fn word(self) -> &'static str {
+        match self {
+            ServerMode::Managed => "managed",
+            ServerMode::External => "external",
+        }
+    }
+}
+
 /// All settings, with defaults applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The csync2 binary. Default `csync2` looked up in PATH, falling back
-    /// to `/usr/sbin/csync2`.
+    /// to `/usr/sbin/csync2`. A bare name in the file is looked up in PATH
+    /// at load; the field always holds the path found.
     pub csync2: PathBuf,
     /// Extra arguments for every csync2 client run (not the server), e.g.
-    /// `["-B", "-A"]`. Default empty.
+    /// `["-B", "-A"]`. Default empty. Options that choose csync2's mode,
+    /// peers, node, config or database are refused (csync2-watch sets
+    /// those itself).
     pub csync2_args: Vec<OsString>,
     /// Wait this long after the first change of a quiet spell before
     /// starting a batch, to catch its siblings. Default 5ms.
@@ -77,25 +131,744 @@ pub struct Settings {
 /// A settings file problem, printable as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("{path}: {source}")]
+    #[error("settings file {}: {source} (create it, or leave out --config to use the defaults)", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Every problem found, one `FILE:LINE:COL: message` a line.
     #[error("{0}")]
     Invalid(String),
 }
 
+impl SettingsError {
+    /// The error as an exit with code [`crate::exit::CONFIG`], for
+    /// commands to return.
+    pub fn into_exit(self) -> crate::exit::Exit {
+        crate::exit::Exit::config(format!("csync2-watch: {self}"))
+    }
+}
+
+/// One problem (or warning) found in a settings file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The settings file (`None`: the built-in defaults).
+    pub file: Option<PathBuf>,
+    /// 1-based line and column (characters) of the offending key or value;
+    /// 0 when the problem has no place in the file (a default value).
+    pub line: usize,
+    pub col: usize,
+    /// The key concerned, if any.
+    pub key: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) if self.line > 0 => {
+                write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    file.display(),
+                    self.line,
+                    self.col,
+                    self.message
+                )
+            }
+            Some(file) => write!(f, "{}: {}", file.display(), self.message),
+            None => write!(f, "csync2-watch settings (defaults): {}", self.message),
+        }
+    }
+}
+
+/// Everything [`Settings::check`] found.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The effective settings: the file's valid values over the defaults
+    /// (a value with an error keeps its default).
+    pub settings: Settings,
+    /// Problems that make the settings unusable, in file order.
+    pub errors: Vec<Problem>,
+    /// Legal but doubtful values, in file order.
+    pub warnings: Vec<Problem>,
+}
+
+impl Checked {
+    /// The settings if there was no error, else every error in one
+    /// [`SettingsError::Invalid`].
+    pub fn into_result(self) -> Result<Settings, SettingsError> {
+        if self.errors.is_empty() {
+            Ok(self.settings)
+        } else {
+            let lines: Vec<String> = self.errors.iter().map(|p| p.to_string()).collect();
+            Err(SettingsError::Invalid(lines.join("\n")))
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
-        unimplemented!("settings::Settings::default")
+        Settings {
+            csync2: find_in_path(OsStr::new("csync2"))
+                .unwrap_or_else(|| PathBuf::from(CSYNC2_FALLBACK)),
+            csync2_args: Vec::new(),
+            batch_delay: Duration::from_millis(5),
+            max_batch: 2000,
+            full_check_threshold: 15000,
+            full_sync_interval: Duration::from_secs(3600),
+            full_sync_jitter: Duration::from_secs(300),
+            quiet_period: Duration::from_millis(250),
+            parallel_updates: false,
+            probe_timeout: Duration::from_secs(1),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(60),
+            server: ServerMode::Managed,
+            network_fs_interval: Duration::from_secs(300),
+            degraded_interval: Duration::from_secs(300),
+            journal_keep_events: 1_000_000,
+            source: None,
+        }
     }
 }
 
 impl Settings {
     /// Load `path`, or [`DEFAULT_PATH`] when `None` (a missing default file
-    /// means defaults; a missing explicit file is an error).
-    pub fn load(_path: Option<&Path>) -> Result<Settings, SettingsError> {
-        unimplemented!("settings::Settings::load")
+    /// means defaults; a missing explicit file is an error). Every error
+    /// is reported at once; warnings are logged.
+    pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+        let checked = Self::check(path)?;
+        for w in &checked.warnings {
+            tracing::warn!("{w}");
+        }
+        checked.into_result()
+    }
+
+    /// Validate without failing on the first problem: read `path` (or
+    /// [`DEFAULT_PATH`] if present, when `None`) and return the effective
+    /// settings with every error and warning. Only an unreadable file is
+    /// an `Err`.
+    pub fn check(path: Option<&Path>) -> Result<Checked, SettingsError> {
+        Self::check_with_default(path, Path::new(DEFAULT_PATH))
+    }
+
+    fn check_with_default(path: Option<&Path>, default: &Path) -> Result<Checked, SettingsError> {
+        let (file, must_exist) = match path {
+            Some(p) => (p, true),
+            None => (default, false),
+        };
+        match std::fs::read(file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Ok(Self::parse(&text, Some(file))),
+                Err(e) => {
+                    let (line, col) = line_col(
+                        &String::from_utf8_lossy(e.as_bytes()),
+                        e.utf8_error().valid_up_to(),
+                    );
+                    let mut checked = Self::parse("", Some(file));
+                    checked.errors.insert(
+                        0,
+                        Problem {
+                            file: Some(file.to_path_buf()),
+                            line,
+                            col,
+                            key: None,
+                            message: "the file is not valid UTF-8 (TOML must be); save it as UTF-8"
+                                .into(),
+                        },
+                    );
+                    Ok(checked)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                Ok(Self::parse_source("", None))
+            }
+            Err(source) => Err(SettingsError::Read {
+                path: file.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Validate settings text; `source` names the file in messages.
+    pub fn parse(text: &str, source: Option<&Path>) -> Checked {
+        Self::parse_source(text, Some(source.unwrap_or(Path::new("<settings>"))))
+            .with_source(source)
+    }
+
+    fn parse_source(text: &str, file: Option<&Path>) -> Checked {
+        let mut v = Validator {
+            text,
+            file: file.map(Path::to_path_buf),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            pos: BTreeMap::new(),
+        };
+        let mut s = Settings {
+            source: file.map(Path::to_path_buf),
+            ..Settings::default()
+        };
+        let mut csync2_set = false;
+        match toml::from_str::<BTreeMap<Spanned<String>, Spanned<Value>>>(text) {
+            Err(e) => {
+                let at = e.span().map(|r| r.start).unwrap_or(0);
+                let msg = e.message().trim_end().to_string();
+                v.error_at(
+                    at,
+                    None,
+                    format!(
+                        "TOML syntax: {msg} (write one `key = value` a line; durations and \
+                         words are quoted, e.g. batch_delay = \"5ms\", server = \"managed\")"
+                    ),
+                );
+            }
+            Ok(map) => {
+                for (key, value) in map {
+                    let kstart = key.span().start;
+                    let Some(name) = KEYS.iter().copied().find(|k| *k == key.get_ref()) else {
+                        let name = key.get_ref().as_str();
+                        v.error_at(kstart, Some(name), unknown_key_message(name));
+                        continue;
+                    };
+                    v.pos.insert(name, kstart);
+                    let raw = text.get(value.span()).unwrap_or("?").trim();
+                    let val = value.get_ref();
+                    let vstart = value.span().start;
+                    let r = v.apply(&mut s, name, raw, val);
+                    match r {
+                        Ok(()) => csync2_set |= name == "csync2",
+                        Err(msg) => {
+                            v.error_at(vstart, Some(name), format!("`{name} = {raw}`: {msg}"))
+                        }
+                    }
+                }
+            }
+        }
+        if !csync2_set {
+            if let Err(msg) = check_executable(&s.csync2) {
+                v.error_at_key_or_file(
+                    "csync2",
+                    format!(
+                        "{msg}; install csync2 (apt-get install csync2) or set \
+                         `csync2 = \"/path/to/csync2\"`{}",
+                        if file.is_none() {
+                            format!(" in {DEFAULT_PATH}")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+            }
+        }
+        v.cross_checks(&s);
+        v.errors.sort_by_key(|p| (p.line, p.col));
+        v.warnings.sort_by_key(|p| (p.line, p.col));
+        Checked {
+            settings: s,
+            errors: v.errors,
+            warnings: v.warnings,
+        }
+    }
+
+    /// The effective settings as a complete settings file (every key), for
+    /// `check-config` to show. Parsing it back gives the same settings.
+    /// (A non-UTF-8 csync2 path or argument, which no settings file can
+    /// produce, is shown with replacement characters.)
+    pub fn to_toml(&self) -> String {
+        let d = |d: Duration| Value::String(humantime::format_duration(d).to_string());
+        let s = |s: &OsStr| Value::String(String::from_utf8_lossy(s.as_bytes()).into_owned());
+        let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let values: Vec<(&str, Value)> = vec![
+            ("csync2", s(self.csync2.as_os_str())),
+            (
+                "csync2_args",
+                Value::Array(self.csync2_args.iter().map(|a| s(a)).collect()),
+            ),
+            ("batch_delay", d(self.batch_delay)),
+            ("max_batch", int(self.max_batch as u64)),
+            (
+                "full_check_threshold",
+                int(self.full_check_threshold as u64),
+            ),
+            ("full_sync_interval", d(self.full_sync_interval)),
+            ("full_sync_jitter", d(self.full_sync_jitter)),
+            ("quiet_period", d(self.quiet_period)),
+            ("parallel_updates", Value::Boolean(self.parallel_updates)),
+            ("probe_timeout", d(self.probe_timeout)),
+            ("retry_initial", d(self.retry_initial)),
+            ("retry_max", d(self.retry_max)),
+            ("stall_timeout", d(self.stall_timeout)),
+            ("server", Value::String(self.server.word().into())),
+            ("network_fs_interval", d(self.network_fs_interval)),
+            ("degraded_interval", d(self.degraded_interval)),
+            ("journal_keep_events", int(self.journal_keep_events)),
+        ];
+        debug_assert_eq!(values.len(), KEYS.len());
+        let mut out = String::new();
+        for (k, v) in values {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out
+    }
+}
+
+impl Checked {
+    fn with_source(mut self, source: Option<&Path>) -> Checked {
+        self.settings.source = source.map(Path::to_path_buf);
+        self
+    }
+}
+
+/// Offset → 1-based (line, column in characters).
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = text[line_start..offset].chars().count() + 1;
+    (line, col)
+}
+
+fn unknown_key_message(name: &str) -> String {
+    let best = KEYS
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&name.replace('-', "_"), k), *k))
+        .min();
+    match best {
+        Some((dist, k)) if dist <= 3.max(k.len() / 3) => {
+            format!("unknown key `{name}`; did you mean `{k}`?")
+        }
+        _ => format!(
+            "unknown key `{name}`; remove it (known keys: {})",
+            KEYS.join(", ")
+        ),
+    }
+}
+
+/// Look a bare command name up in `PATH`.
+fn find_in_path(name: &OsStr) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|cand| check_executable(cand).is_ok())
+}
+
+fn check_executable(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("csync2 binary {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("csync2 binary {} is not a file", path.display()));
+    }
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
+        .map_err(|e| format!("csync2 binary {} is not executable: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "csync2 binary {} is not executable (mode {:o})",
+            path.display(),
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+const DURATION_HINT: &str = "expected a duration like \"250ms\" or \"2s\"";
+
+fn duration(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::String(s) => humantime::parse_duration(s.trim()).map_err(|_| DURATION_HINT.into()),
+        Value::Integer(_) | Value::Float(_) => {
+            Err(format!("{DURATION_HINT} (a quoted number with a unit)"))
+        }
+        _ => Err(DURATION_HINT.into()),
+    }
+}
+
+fn count(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+        Value::Integer(_) => Err("expected a whole number of at least 0".into()),
+        Value::String(s) if s.trim().parse::<u64>().is_ok() => {
+            Err(format!("expected a number without quotes: {}", s.trim()))
+        }
+        _ => Err("expected a whole number, like 2000".into()),
+    }
+}
+
+fn boolean(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Boolean(b) => Ok(*b),
+        Value::String(s) if s == "true" || s == "false" => {
+            Err(format!("expected true or false without quotes: {s}"))
+        }
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// csync2 options (getopt string `W:s:Ftp:G:P:C:D:N:HBAIXULlSTMRvhcuoimfxrd`)
+/// and whether csync2_args may carry them.
+fn csync2_option(c: char) -> Option<(bool, Result<(), &'static str>)> {
+    // (takes an argument, allowed?)
+    Some(match c {
+        'B' | 'A' | 't' | 'v' | 'l' | 'F' | 'I' | 'X' | 'U' | 'd' => (false, Ok(())),
+        's' | 'G' => (true, Ok(())),
+        'c' | 'u' | 'x' | 'o' | 'i' | 'm' | 'f' | 'h' | 'H' | 'L' | 'S' | 'T' | 'M' | 'R' => (
+            false,
+            Err("chooses csync2's mode, which csync2-watch sets for every run; remove it"),
+        ),
+        'r' => (
+            false,
+            Err("csync2-watch decides per path whether a check is recursive; remove it"),
+        ),
+        'P' => (
+            true,
+            Err("csync2-watch picks the peers of every update itself; remove it"),
+        ),
+        'C' | 'N' | 'D' | 'p' => (
+            true,
+            Err("give it to csync2-watch instead (csync2-watch run -C/-N/-D/-p), which passes it to every csync2 it runs"),
+        ),
+        'W' => (true, Err("is csync2-internal; remove it")),
+        _ => return None,
+    })
+}
+
+fn csync2_args(v: &Value) -> Result<(Vec<OsString>, Vec<String>), String> {
+    let Value::Array(items) = v else {
+        return Err("expected a list of strings, like [\"-B\", \"-A\"]".into());
+    };
+    let mut args = Vec::new();
+    for item in items {
+        match item {
+            Value::String(s) => args.push(s.clone()),
+            _ => return Err("expected a list of strings, like [\"-B\", \"-A\"]".into()),
+        }
+    }
+    let mut warnings = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" || !a.starts_with('-') || a.len() < 2 {
+            return Err(format!(
+                "`{a}` is not a csync2 option; csync2_args holds options only (csync2-watch passes the paths itself)"
+            ));
+        }
+        let chars: Vec<char> = a[1..].chars().collect();
+        let mut j = 0;
+        while j < chars.len() {
+            let c = chars[j];
+            let Some((takes_arg, allowed)) = csync2_option(c) else {
+                return Err(format!("csync2 has no option -{c} (in `{a}`)"));
+            };
+            if let Err(why) = allowed {
+                let within = if chars.len() > 1 {
+                    format!(" (in `{a}`)")
+                } else {
+                    String::new()
+                };
+                return Err(format!("-{c}{within} {why}"));
+            }
+            if c == 'd' {
+                warnings.push("-d makes csync2 a dry run: nothing will be synced".to_string());
+            }
+            if takes_arg {
+                if j + 1 == chars.len() {
+                    // The argument is the next list item.
+                    if i + 1 == args.len() {
+                        return Err(format!("-{c} needs an argument"));
+                    }
+                    i += 1;
+                }
+                break;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    Ok((args.into_iter().map(OsString::from).collect(), warnings))
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: Option<PathBuf>,
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+    /// Offset of each key given in the file.
+    pos: BTreeMap<&'static str, usize>,
+}
+
+impl Validator<'_> {
+    fn problem_at(&self, offset: Option<usize>, key: Option<&str>, message: String) -> Problem {
+        let (line, col) = match offset {
+            Some(o) if self.file.is_some() => line_col(self.text, o),
+            _ => (0, 0),
+        };
+        Problem {
+            file: self.file.clone(),
+            line,
+            col,
+            key: key.map(str::to_string),
+            message,
+        }
+    }
+
+    fn error_at(&mut self, offset: usize, key: Option<&str>, message: String) {
+        let p = self.problem_at(Some(offset), key, message);
+        self.errors.push(p);
+    }
+
+    fn error_at_key_or_file(&mut self, key: &str, message: String) {
+        let p = self.problem_at(self.pos.get(key).copied(), Some(key), message);
+        self.errors.push(p);
+    }
+
+    fn warn_at_key(&mut self, key: &str, message: String) {
+        let p = self.problem_at(self.pos.get(key).copied(), Some(key), message);
+        self.warnings.push(p);
+    }
+
+    /// Parse one known key's value into `s`, with its own range checks.
+    fn apply(
+        &mut self,
+        s: &mut Settings,
+        name: &'static str,
+        raw: &str,
+        v: &Value,
+    ) -> Result<(), String> {
+        let nonzero = |d: Duration, why: &str| -> Result<Duration, String> {
+            if d.is_zero() {
+                Err(format!("must be more than 0; {why}"))
+            } else {
+                Ok(d)
+            }
+        };
+        let at_most = |d: Duration, max: Duration, why: &str| -> Result<Duration, String> {
+            if d > max {
+                Err(format!(
+                    "{} is too long (at most {}); {why}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ))
+            } else {
+                Ok(d)
+            }
+        };
+        let minute = Duration::from_secs(60);
+        match name {
+            "csync2" => {
+                let Value::String(p) = v else {
+                    return Err("expected the csync2 binary's path in quotes, like \"/usr/sbin/csync2\"".into());
+                };
+                let p = Path::new(p);
+                let resolved = if p.as_os_str().is_empty() {
+                    return Err("expected the csync2 binary's path, like \"/usr/sbin/csync2\"".into());
+                } else if !p.as_os_str().as_bytes().contains(&b'/') {
+                    find_in_path(p.as_os_str())
+                        .or_else(|| {
+                            // Like the default: csync2 lives in /usr/sbin,
+                            // which a user's PATH may lack.
+                            let fallback = Path::new(CSYNC2_FALLBACK);
+                            (p == Path::new("csync2") && check_executable(fallback).is_ok())
+                                .then(|| fallback.to_path_buf())
+                        })
+                        .ok_or_else(|| {
+                        format!(
+                            "no executable `{}` in PATH; give the absolute path, like \"/usr/sbin/csync2\"",
+                            p.display()
+                        )
+                    })?
+                } else if p.is_relative() {
+                    return Err("give an absolute path or a bare command name, like \"/usr/sbin/csync2\"".into());
+                } else {
+                    p.to_path_buf()
+                };
+                check_executable(&resolved).map_err(|m| format!("{m}; install csync2 or fix the path"))?;
+                s.csync2 = resolved;
+            }
+            "csync2_args" => {
+                let (args, warnings) = csync2_args(v)?;
+                for w in warnings {
+                    self.warn_at_key(name, format!("`{name} = {raw}`: {w}"));
+                }
+                s.csync2_args = args;
+            }
+            "batch_delay" => {
+                let d = at_most(duration(v)?, minute, "changes would wait that long before being synced")?;
+                if d > Duration::from_secs(1) {
+                    self.warn_at_key(name, format!("`{name} = {raw}`: changes wait this long before reaching the peers; a few milliseconds are enough to catch a burst"));
+                }
+                s.batch_delay = d;
+            }
+            "max_batch" => {
+                let n = count(v)?;
+                if n == 0 {
+                    return Err("must be at least 1; the default is 2000".into());
+                }
+                if n > MAX_BATCH_LIMIT as u64 {
+                    return Err(format!(
+                        "at most {MAX_BATCH_LIMIT} paths fit one csync2 run; the default is 2000"
+                    ));
+                }
+                s.max_batch = n as usize;
+            }
+            "full_check_threshold" => {
+                let n = count(v)?;
+                if n == 0 {
+                    return Err("must be at least 1 (0 would turn every change into a full check); the default is 15000".into());
+                }
+                s.full_check_threshold = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            "full_sync_interval" => {
+                let d = duration(v)?;
+                if !d.is_zero() && d < minute {
+                    self.warn_at_key(name, format!("`{name} = {raw}`: a full sync checks every file (seconds of CPU on a big tree); an interval under a minute keeps csync2 busy all the time. \"0s\" disables them"));
+                }
+                s.full_sync_interval = d;
+            }
+            "full_sync_jitter" => s.full_sync_jitter = duration(v)?,
+            "quiet_period" => {
+                s.quiet_period = at_most(duration(v)?, minute, "local changes would wait that long behind every incoming sync")?
+            }
+            "parallel_updates" => s.parallel_updates = boolean(v)?,
+            "probe_timeout" => {
+                let d = nonzero(duration(v)?, "every probe would fail at once; the default is 1s")?;
+                s.probe_timeout = at_most(d, minute, "a dead peer would hold up every update that long")?;
+            }
+            "retry_initial" => {
+                s.retry_initial = nonzero(duration(v)?, "a failing peer would be retried in a busy loop; the default is 1s")?
+            }
+            "retry_max" => {
+                s.retry_max = nonzero(duration(v)?, "a failing peer would be retried in a busy loop; the default is 5m")?
+            }
+            "stall_timeout" => {
+                let d = nonzero(duration(v)?, "csync2 has no network timeouts of its own; the default is 60s")?;
+                if d < Duration::from_secs(5) {
+                    self.warn_at_key(name, format!("`{name} = {raw}`: a csync2 run on a busy database can be silent for seconds; this may kill healthy runs"));
+                }
+                s.stall_timeout = d;
+            }
+            "server" => {
+                let Value::String(w) = v else {
+                    return Err("expected \"managed\" or \"external\"".into());
+                };
+                s.server = match w.as_str() {
+                    "managed" => ServerMode::Managed,
+                    "external" => ServerMode::External,
+                    _ => return Err("expected \"managed\" (csync2-watch runs csync2 -ii) or \"external\" (inetd, csync2.socket or an init script runs it)".into()),
+                };
+            }
+            "network_fs_interval" => {
+                s.network_fs_interval = nonzero(duration(v)?, "inotify cannot see other machines' writes on a network filesystem, so these checks are the only way to find them; the default is 5m")?
+            }
+            "degraded_interval" => {
+                s.degraded_interval = nonzero(duration(v)?, "a tree inotify cannot fully watch is only synced by these checks; the default is 5m")?
+            }
+            "journal_keep_events" => s.journal_keep_events = count(v)?,
+            _ => unreachable!("key {name} is in KEYS but not handled"),
+        }
+        Ok(())
+    }
+
+    fn cross_checks(&mut self, s: &Settings) {
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        if s.retry_initial > s.retry_max {
+            let key = if self.pos.contains_key("retry_initial") {
+                "retry_initial"
+            } else {
+                "retry_max"
+            };
+            self.error_at_key_or_file(
+                key,
+                format!(
+                    "retry_initial = \"{}\" is longer than retry_max = \"{}\"; make retry_initial at most retry_max",
+                    fmt(s.retry_initial),
+                    fmt(s.retry_max)
+                ),
+            );
+        }
+        if s.full_check_threshold < s.max_batch {
+            let key = if self.pos.contains_key("full_check_threshold") {
+                "full_check_threshold"
+            } else {
+                "max_batch"
+            };
+            self.warn_at_key(
+                key,
+                format!(
+                    "full_check_threshold = {} is below max_batch = {}: a batch that large becomes a full check, so batches never reach max_batch",
+                    s.full_check_threshold, s.max_batch
+                ),
+            );
+        }
+        if !s.full_sync_interval.is_zero() && s.full_sync_jitter > s.full_sync_interval {
+            let key = if self.pos.contains_key("full_sync_jitter") {
+                "full_sync_jitter"
+            } else {
+                "full_sync_interval"
+            };
+            self.warn_at_key(
+                key,
+                format!(
+                    "full_sync_jitter = \"{}\" is longer than full_sync_interval = \"{}\"; full syncs will come at irregular times",
+                    fmt(s.full_sync_jitter),
+                    fmt(s.full_sync_interval)
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters_from_one() {
+        let t = "a = 1\nbé = \"x\"\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 6), (2, 1));
+        let off = t.find('"').unwrap();
+        assert_eq!(line_col(t, off), (2, 6));
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Settings::check_with_default(None, &dir.path().join("absent.toml")).unwrap();
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.settings, Settings::default());
+        assert_eq!(c.settings.source, None);
+    }
+
+    #[test]
+    fn present_default_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("csync2-watch.toml");
+        std::fs::write(&f, "max_batch = 7\n").unwrap();
+        let c = Settings::check_with_default(None, &f).unwrap();
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.settings.max_batch, 7);
+        assert_eq!(c.settings.source.as_deref(), Some(f.as_path()));
+    }
+
+    #[test]
+    fn csync2_option_table_covers_csync2_getopt_string() {
+        for c in "W:s:Ftp:G:P:C:D:N:HBAIXULlSTMRvhcuoimfxrd"
+            .chars()
+            .filter(|c| *c != ':')
+        {
+            assert!(csync2_option(c).is_some(), "-{c}");
+        }
+        let takes: String = "W:s:Ftp:G:P:C:D:N:HBAIXULlSTMRvhcuoimfxrd".to_string();
+        for (i, c) in takes.char_indices().filter(|(_, c)| *c != ':') {
+            let wants = takes[i + 1..].starts_with(':');
+            assert_eq!(csync2_option(c).unwrap().0, wants, "-{c}");
+        }
     }
 }
