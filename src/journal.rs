@@ -541,6 +541,51 @@ impl Journal {
         tx.commit().map_err(err)
     }
 
+    /// Drop queued paths at or below each of `dirs` (checked recursively
+    /// with `csync2 -cr`), unless queued again after `up_to_txid`. Paths
+    /// compare as bytes, so "below D" is the byte range `D/` .. `D0`
+    /// (`0` follows `/`), the same trick csync2 uses on its own tables.
+    pub fn complete_trees(&mut self, dirs: &[PathBuf], up_to_txid: u64) -> Result<(), JournalError> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |source| JournalError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "DELETE FROM queue WHERE txid <= ?1 \
+                     AND (path = ?2 OR (path > ?3 AND path < ?4))",
+                )
+                .map_err(err)?;
+            for d in dirs {
+                let mut base = path_bytes(d).to_vec();
+                if base.len() > 1 && base.ends_with(b"/") {
+                    base.pop();
+                }
+                let (low, high) = if base == b"/" {
+                    (b"/".to_vec(), b"0".to_vec())
+                } else {
+                    let mut low = base.clone();
+                    low.push(b'/');
+                    let mut high = base.clone();
+                    high.push(b'0');
+                    (low, high)
+                };
+                st.execute(params![up_to_txid as i64, base, low, high])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Drop every queued path with txid ≤ `up_to_txid` (after a full check).
     pub fn complete_all(&mut self, up_to_txid: u64) -> Result<(), JournalError> {
         self.conn

@@ -101,6 +101,19 @@ impl Scheduler {
         }
     }
 
+    /// Operator asked for it: every peer is dirty and may be tried now.
+    pub fn retry_now(&mut self) {
+        for p in &mut self.peers {
+            p.dirty = true;
+            p.next_try = None;
+        }
+    }
+
+    /// When the next periodic full sync is due.
+    pub fn next_full(&self) -> Option<Instant> {
+        self.next_full
+    }
+
     /// Dirty peers that may be tried now and are not being probed.
     pub fn due(&self, now: Instant) -> Vec<String> {
         self.peers

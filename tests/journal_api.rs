@@ -222,6 +222,32 @@ fn complete_all_drops_only_rows_up_to_the_full_check() {
 }
 
 #[test]
+fn complete_trees_drops_the_tree_and_what_is_below_it_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path()).unwrap();
+    let names: [&[u8]; 6] = [
+        b"/srv/t",
+        b"/srv/t/a",
+        b"/srv/t/deep/b\n\xff",
+        b"/srv/t.tmp",
+        b"/srv/t-x/c",
+        b"/srv/u",
+    ];
+    let items: Vec<_> = names.iter().map(|n| (p(n), ChangeKind::Entry)).collect();
+    let txids = j.enqueue(&items).unwrap();
+    let requeued = j.enqueue(&[(p(b"/srv/t/new"), ChangeKind::Entry)]).unwrap();
+    j.complete_trees(&[p(b"/srv/t")], *txids.last().unwrap())
+        .unwrap();
+    let mut left: Vec<PathBuf> = j.pending().unwrap().into_iter().map(|q| q.path).collect();
+    left.sort();
+    let mut want = vec![p(b"/srv/t-x/c"), p(b"/srv/t.tmp"), p(b"/srv/t/new"), p(b"/srv/u")];
+    want.sort();
+    assert_eq!(left, want);
+    j.complete_trees(&[p(b"/")], requeued[0]).unwrap();
+    assert!(j.pending().unwrap().is_empty());
+}
+
+#[test]
 fn full_check_records_scope_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path()).unwrap();

@@ -1,7 +1,32 @@
-//! `csync2-watch run` (not built yet).
+//! `csync2-watch run`: resolve the command line and the settings file into
+//! daemon options and run the daemon until SIGTERM.
 
 use crate::cli::RunArgs;
+use crate::daemon::{self, Options};
+use crate::exit::{self, Exit};
+use crate::plan::LoadOptions;
+use crate::runner::Csync2;
+use crate::settings::Settings;
 
-pub fn run(_args: RunArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("this command is not built yet")
+pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+    crate::logging::init("info");
+    let settings = Settings::load(args.watch.settings.as_deref())
+        .map_err(|e| Exit::config(format!("{e}\n")))?;
+    let csync2 = Csync2 {
+        program: settings.csync2.clone(),
+        node: args.csync2.node.clone(),
+        cfg_name: args.csync2.cfg_name.clone(),
+        database: args.csync2_run.database.clone(),
+        port: args.csync2_run.port,
+        client_args: settings.csync2_args.clone(),
+        system_dir: None,
+    };
+    daemon::run(Options {
+        load: LoadOptions::from_cli(&args.csync2),
+        csync2,
+        settings,
+        settings_path: args.watch.settings.clone(),
+        state_dir: args.watch.state_dir.clone(),
+    })?;
+    Ok(exit::OK)
 }

@@ -1,7 +1,178 @@
-//! `csync2-watch status` (not built yet).
+//! `csync2-watch status`: what the running daemon last reported in its
+//! state directory, and whether it is still alive.
 
-use crate::cli::StatusArgs;
+use std::fmt::Write as _;
+use std::path::PathBuf;
 
-pub fn run(_args: StatusArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("this command is not built yet")
+use crate::cli::{Csync2Opts, StatusArgs, WatchOpts};
+use crate::exit;
+use crate::queue::display_bytes;
+use crate::status::{unix_now, Status};
+
+/// The state directory the daemon for these options uses, without reading
+/// csync2.cfg: `--state-dir`, else `/var/lib/csync2-watch/NODE[_CFG]` with
+/// NODE from `-N` or the host name, lowercased as csync2 does.
+pub fn state_dir(csync2: &Csync2Opts, watch: &WatchOpts) -> PathBuf {
+    if let Some(dir) = &watch.state_dir {
+        return dir.clone();
+    }
+    let node = match &csync2.node {
+        Some(n) => n.to_ascii_lowercase(),
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default(),
+    };
+    crate::daemon::default_state_dir(&node, csync2.cfg_name.as_deref())
+}
+
+/// Read the status, failing with a message that says what to check.
+pub fn read(csync2: &Csync2Opts, watch: &WatchOpts) -> anyhow::Result<Status> {
+    let dir = state_dir(csync2, watch);
+    Status::read(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nno status from a csync2-watch daemon in {}: is it running with the same -N/-C/--state-dir?",
+            dir.display()
+        )
+    })
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
+    let status = read(&args.csync2, &args.watch)?;
+    let alive = status.daemon_alive();
+    if args.json {
+        let mut v = serde_json::to_value(&status)?;
+        v["running"] = serde_json::Value::Bool(alive);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", render(&status, alive));
+    }
+    Ok(if alive { exit::OK } else { exit::ERROR })
+}
+
+fn ago(t: u64) -> String {
+    let d = unix_now().saturating_sub(t);
+    match d {
+        0..=119 => format!("{d}s ago"),
+        120..=7199 => format!("{}m ago", d / 60),
+        _ => format!("{}h ago", d / 3600),
+    }
+}
+
+/// The human-readable status.
+pub fn render(s: &Status, alive: bool) -> String {
+    let mut o = String::new();
+    let running = if alive {
+        format!("running (pid {}), {}", s.pid, s.state)
+    } else {
+        format!(
+            "NOT RUNNING (pid {} is gone; last report {})",
+            s.pid,
+            ago(s.updated)
+        )
+    };
+    let _ = writeln!(o, "csync2-watch {} on {}: {running}", s.version, s.node);
+    let _ = writeln!(o, "  config:    {}", s.config_file.display());
+    let _ = writeln!(o, "  state dir: {}", s.state_dir.display());
+    let _ = writeln!(
+        o,
+        "  watching:  {} directories under {} root(s){}",
+        s.watch.directories,
+        s.watch.roots.len(),
+        if s.watch.overflows > 0 {
+            format!(", {} queue overflow(s)", s.watch.overflows)
+        } else {
+            String::new()
+        }
+    );
+    for (p, fs) in &s.watch.network_fs {
+        let _ = writeln!(
+            o,
+            "  WARNING:   {} is on {fs}: other machines' writes are only seen by periodic full checks",
+            display_bytes(p)
+        );
+    }
+    for p in &s.watch.degraded {
+        let _ = writeln!(
+            o,
+            "  WARNING:   {} is not fully watched (see `csync2-watch sysctl`): periodic full checks",
+            display_bytes(p)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  queue:     {} path(s){}",
+        s.queue.pending,
+        if s.queue.full_check_pending {
+            ", full check pending"
+        } else {
+            ""
+        }
+    );
+    if let Some(b) = &s.last_batch {
+        let _ = writeln!(
+            o,
+            "  last batch: {} path(s) in {} ms, {} marked dirty, {}",
+            b.paths,
+            b.millis,
+            b.marked,
+            ago(b.at)
+        );
+    }
+    match &s.last_full_sync {
+        Some(f) => {
+            let _ = writeln!(
+                o,
+                "  last full sync: {} ({} ms){}",
+                ago(f.at),
+                f.millis,
+                s.next_full_sync_in
+                    .map(|n| format!(", next in {}m", n / 60))
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  last full sync: none yet");
+        }
+    }
+    let _ = writeln!(o, "  peers:");
+    for p in &s.peers {
+        let mut line = format!("    {:<20} {:<8}", p.name, p.reach);
+        line.push_str(if p.dirty { "dirty " } else { "clean " });
+        if let Some(t) = p.last_ok {
+            let _ = write!(line, " last clean {}", ago(t));
+        }
+        if p.failures > 0 {
+            let _ = write!(line, " {} failure(s)", p.failures);
+        }
+        if let Some(n) = p.next_try_in {
+            let _ = write!(line, " retry in {n}s");
+        }
+        if let Some(e) = &p.last_error {
+            let _ = write!(line, " — {e}");
+        }
+        let _ = writeln!(o, "{}", line.trim_end());
+    }
+    let srv = &s.server;
+    let _ = writeln!(
+        o,
+        "  csync2 server: {}{}, {} connection(s){}",
+        if srv.managed { "managed" } else { "external" },
+        srv.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        srv.connections,
+        if srv.restarts > 0 {
+            format!(", {} restart(s)", srv.restarts)
+        } else {
+            String::new()
+        }
+    );
+    let c = &s.counters;
+    let _ = writeln!(
+        o,
+        "  counters:  {} changes, {} batches, {} checks, {} marks, {} updates, {} full syncs, {} failures, {} busy",
+        c.changes, c.batches, c.checks, c.marks, c.updates, c.full_syncs, c.csync2_failures, c.busy
+    );
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(o, "  last error: {e}");
+    }
+    o
 }

@@ -1,7 +1,67 @@
-//! `csync2-watch sync` (not built yet).
+//! `csync2-watch sync`: leave a request in the running daemon's journal
+//! (check these paths, flush and update every peer now, or a full sync) and
+//! wake it with SIGUSR1.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use crate::cli::SyncArgs;
+use crate::exit;
+use crate::journal::{Journal, Request};
 
-pub fn run(_args: SyncArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("this command is not built yet")
+pub fn run(args: SyncArgs) -> anyhow::Result<u8> {
+    let status = super::status::read(&args.csync2, &args.watch)?;
+    if !status.daemon_alive() {
+        anyhow::bail!(
+            "csync2-watch is not running (pid {} from {} is gone); start it, or run csync2 -x yourself",
+            status.pid,
+            status.state_dir.display()
+        );
+    }
+    let request = if args.full {
+        Request::Full
+    } else if !args.paths.is_empty() {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        Request::Paths(
+            args.paths
+                .iter()
+                .map(|p| if p.is_absolute() { p.clone() } else { cwd.join(p) })
+                .collect::<Vec<PathBuf>>(),
+        )
+    } else {
+        Request::Flush
+    };
+    let mut journal = Journal::open(&status.state_dir)?;
+    journal.push_request(&request)?;
+    let before = status.last_request;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(status.pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .with_context(|| format!("cannot signal csync2-watch (pid {})", status.pid))?;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let now = super::status::read(&args.csync2, &args.watch)?;
+        if now.last_request > before {
+            println!(
+                "{} (csync2-watch pid {})",
+                match request {
+                    Request::Full => "full sync started",
+                    Request::Paths(_) => "paths queued",
+                    Request::Flush => "updating every peer now",
+                },
+                status.pid
+            );
+            return Ok(exit::OK);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "csync2-watch: request left for pid {}, which has not taken it yet (busy with a long csync2 run?)",
+        status.pid
+    );
+    Ok(exit::ERROR)
 }
