@@ -329,12 +329,9 @@ impl Rules {
             return true;
         }
         self.groups.iter().any(|g| {
-            g.rules.iter().any(|r| {
-                !r.compare_only
-                    && r.cuts
-                        .iter()
-                        .any(|t| fnmatch(t, name, r.cut_flags()))
-            })
+            g.rules
+                .iter()
+                .any(|r| !r.compare_only && r.cuts.iter().any(|t| fnmatch(t, name, r.cut_flags())))
         })
     }
 
@@ -342,9 +339,7 @@ impl Rules {
     /// walkable).
     fn prefix_ancestor(&self, name: &[u8]) -> bool {
         self.prefixes.iter().any(|p| {
-            name.len() < p.path.len()
-                && p.path[name.len()] == b'/'
-                && p.path.starts_with(name)
+            name.len() < p.path.len() && p.path[name.len()] == b'/' && p.path.starts_with(name)
         })
     }
 
@@ -585,7 +580,10 @@ mod tests {
 
     #[test]
     fn include_below_exclude_is_stepped_into() {
-        let r = rules(&[(I, "/data"), (E, "/data/tmp"), (I, "/data/tmp/keep")], &[]);
+        let r = rules(
+            &[(I, "/data"), (E, "/data/tmp"), (I, "/data/tmp/keep")],
+            &[],
+        );
         assert!(r.descend(b"/data/tmp"));
         assert!(!r.decide(b"/data/tmp").synced);
         assert!(r.decide(b"/data/tmp/keep/x").synced);

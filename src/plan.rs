@@ -371,7 +371,10 @@ impl Plan {
             .iter()
             .map(|p| PrefixInfo {
                 name: String::from_utf8_lossy(&p.name).into_owned(),
-                path: p.path.as_ref().map(|v| PathBuf::from(OsString::from_vec(v.clone()))),
+                path: p
+                    .path
+                    .as_ref()
+                    .map(|v| PathBuf::from(OsString::from_vec(v.clone()))),
                 location: Self::loc(cfg, p.span),
             })
             .collect();
@@ -550,7 +553,10 @@ impl Plan {
                 if has_glob(name) {
                     continue;
                 }
-                let defined = r.prefixes.iter().any(|x| x.name == name && x.path.is_some());
+                let defined = r
+                    .prefixes
+                    .iter()
+                    .any(|x| x.name == name && x.path.is_some());
                 if !defined {
                     let known = r.prefixes.iter().any(|x| x.name == name);
                     out.push(Diagnostic::warning(
@@ -675,7 +681,10 @@ impl Plan {
         let given = d_flag
             .map(OsStr::to_os_string)
             .or_else(|| self.database.clone());
-        let bytes = given.as_ref().map(|g| g.as_bytes().to_vec()).unwrap_or_default();
+        let bytes = given
+            .as_ref()
+            .map(|g| g.as_bytes().to_vec())
+            .unwrap_or_default();
         if !bytes.is_empty() && bytes[0] != b'/' {
             return given.unwrap_or_default();
         }

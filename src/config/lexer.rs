@@ -193,7 +193,10 @@ pub struct Lexer {
 }
 
 fn is_word_byte(c: u8) -> bool {
-    !matches!(c, b' ' | b'\r' | b'\n' | b'\t' | b'@' | b';' | b'(' | b')' | b'#' | b'"')
+    !matches!(
+        c,
+        b' ' | b'\r' | b'\n' | b'\t' | b'@' | b';' | b'(' | b')' | b'#' | b'"'
+    )
 }
 
 impl Lexer {
@@ -475,9 +478,15 @@ mod tests {
 
     #[test]
     fn words_and_keywords() {
-        assert_eq!(toks("group groups"), vec![Tok::Kw(Keyword::Group), w("groups")]);
+        assert_eq!(
+            toks("group groups"),
+            vec![Tok::Kw(Keyword::Group), w("groups")]
+        );
         assert_eq!(toks("group g{"), vec![Tok::Kw(Keyword::Group), w("g{")]);
-        assert_eq!(toks("{ {a a} }}"), vec![Tok::BlockBegin, w("{a"), w("a}"), w("}}")]);
+        assert_eq!(
+            toks("{ {a a} }}"),
+            vec![Tok::BlockBegin, w("{a"), w("a}"), w("}}")]
+        );
         assert_eq!(
             toks("do-local do-local-only do-locals"),
             vec![
@@ -488,7 +497,10 @@ mod tests {
         );
         assert_eq!(toks("on host1: /p;")[1..3], [w("host1"), Tok::Colon]);
         assert_eq!(toks("host1:/p")[..], [w("host1:/p")]);
-        assert_eq!(toks("a:: :"), vec![w("a"), Tok::Colon, Tok::Colon, Tok::Colon]);
+        assert_eq!(
+            toks("a:: :"),
+            vec![w("a"), Tok::Colon, Tok::Colon, Tok::Colon]
+        );
         assert_eq!(toks("foo#bar\nbaz"), vec![w("foo"), w("baz")]);
         assert_eq!(toks("a@b"), vec![w("a"), Tok::At, w("b")]);
         assert_eq!(toks("key \"\";"), vec![Tok::Kw(Keyword::Key), Tok::Semi]);
@@ -496,6 +508,9 @@ mod tests {
 
     #[test]
     fn config_with_semicolon_only_is_a_no_op() {
-        assert_eq!(toks("include config; /x;"), vec![Tok::Kw(Keyword::Include), w("/x"), Tok::Semi]);
+        assert_eq!(
+            toks("include config; /x;"),
+            vec![Tok::Kw(Keyword::Include), w("/x"), Tok::Semi]
+        );
     }
 }

@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use super::lexer::{Keyword, Lexer, Tok, Token, KEYWORDS};
-use super::{Action, Config, Diagnostic, Group, HostEntry, PatternDecl, PatternKind, Prefix, Span, Word};
+use super::{
+    Action, Config, Diagnostic, Group, HostEntry, PatternDecl, PatternKind, Prefix, Span, Word,
+};
 
 /// More syntax errors than this and the rest is noise.
 const MAX_SYNTAX_ERRORS: usize = 30;
@@ -233,16 +235,16 @@ impl Parser {
 
     fn unknown(&mut self, t: &Token, context: &str, valid: &[Keyword]) {
         let msg = match &t.tok {
-            Tok::Str { text, quoted: false } => {
+            Tok::Str {
+                text,
+                quoted: false,
+            } => {
                 let word = String::from_utf8_lossy(text).into_owned();
                 let mut m = format!("unknown keyword `{word}` {context}");
                 if let Some(s) = suggest(&word, valid) {
                     m.push_str(&format!("; did you mean `{s}`?"));
                 } else if let Some(k) = misplaced(&word) {
-                    m.push_str(&format!(
-                        "; `{}` is not allowed here",
-                        k.as_str()
-                    ));
+                    m.push_str(&format!("; `{}` is not allowed here", k.as_str()));
                 } else {
                     m.push_str(&format!("; expected one of {}", list(valid)));
                 }
@@ -346,7 +348,9 @@ impl Parser {
         let t = self.peek().clone();
         if t.tok != Tok::BlockBegin {
             let hint = match (&t.tok, &name_word) {
-                (Tok::Str { text, .. }, Some(w)) if text.starts_with(b"{") || w.text.ends_with(b"{") => {
+                (Tok::Str { text, .. }, Some(w))
+                    if text.starts_with(b"{") || w.text.ends_with(b"{") =>
+                {
                     " (put a space before `{`: `group NAME {`)"
                 }
                 (Tok::Eof, Some(w)) if w.text.ends_with(b"{") => {
@@ -354,16 +358,18 @@ impl Parser {
                 }
                 _ => "",
             };
-            let hint = if hint.is_empty()
-                && name_word.as_ref().is_some_and(|w| w.text.ends_with(b"{"))
-            {
-                " (`NAME{` is one word: put a space before `{`)"
-            } else {
-                hint
-            };
+            let hint =
+                if hint.is_empty() && name_word.as_ref().is_some_and(|w| w.text.ends_with(b"{")) {
+                    " (`NAME{` is one word: put a space before `{`)"
+                } else {
+                    hint
+                };
             self.syntax(
                 t.span,
-                format!("expected `{{` to open group `{name}`, found {}{hint}", t.tok.describe()),
+                format!(
+                    "expected `{{` to open group `{name}`, found {}{hint}",
+                    t.tok.describe()
+                ),
             );
             return Err(());
         }
@@ -657,7 +663,11 @@ fn suggest(word: &str, valid: &[Keyword]) -> Option<&'static str> {
     let mut best: Option<(usize, &'static str)> = None;
     for k in valid {
         let s = k.as_str();
-        let d = if lower == s { 0 } else { edit_distance(&lower, s) };
+        let d = if lower == s {
+            0
+        } else {
+            edit_distance(&lower, s)
+        };
         let limit = if s.len() <= 4 { 1 } else { 2 };
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, s));
@@ -669,10 +679,7 @@ fn suggest(word: &str, valid: &[Keyword]) -> Option<&'static str> {
 /// A keyword of another context spelled like `word` (case aside).
 fn misplaced(word: &str) -> Option<Keyword> {
     let lower = word.to_ascii_lowercase();
-    KEYWORDS
-        .iter()
-        .find(|(s, _)| *s == lower)
-        .map(|(_, k)| *k)
+    KEYWORDS.iter().find(|(s, _)| *s == lower).map(|(_, k)| *k)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

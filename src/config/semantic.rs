@@ -432,7 +432,10 @@ mod tests {
 
     #[test]
     fn system_file_is_concatenation() {
-        assert_eq!(system_file(Path::new(""), b"csync2.cfg"), Path::new("/csync2.cfg"));
+        assert_eq!(
+            system_file(Path::new(""), b"csync2.cfg"),
+            Path::new("/csync2.cfg")
+        );
         assert_eq!(system_file(Path::new("/etc/"), b"k"), Path::new("/etc//k"));
     }
 }
