@@ -615,8 +615,9 @@ impl Parser {
                             } else {
                                 String::new()
                             };
+                            let at = if hint.is_empty() { t.span } else { glob.span };
                             self.syntax(
-                                t.span,
+                                at,
                                 format!(
                                     "expected `:` after `on {}`, found {}{hint}",
                                     glob.show(),
