@@ -188,6 +188,22 @@ impl Parser {
             return Ok(());
         }
         let found = t.tok.describe();
+        if let Tok::Kw(k) = t.tok {
+            if t.span.line == self.prev_end.line && t.span.file == self.prev_end.file {
+                // `include include;`: most likely a name spelled like a
+                // keyword, not a missing `;`.
+                self.syntax(
+                    t.span,
+                    format!(
+                        "expected `;` or a word, found keyword `{}`; a name spelled like a \
+                         keyword must be quoted: \"{}\"",
+                        k.as_str(),
+                        k.as_str()
+                    ),
+                );
+                return Err(());
+            }
+        }
         let span = self.prev_end;
         let after = self.prev_text.clone();
         self.syntax(
