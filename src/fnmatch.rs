@@ -55,6 +55,10 @@ impl std::ops::BitOr for Flags {
 /// Longest class name glibc looks at before giving up on a pattern.
 const CLASS_NAME_MAX: usize = 256;
 
+/// Bytes glibc accepts in a `[:name:]`: `a` to `y` (its test is
+/// `c < 'a' || c >= 'z'`, so `z` ends a class name).
+const CLASS_NAME_BYTES: std::ops::RangeInclusive<u8> = b'a'..=b'y';
+
 /// Does `string` match `pattern`? Like glibc's `fnmatch(pattern, string,
 /// flags) == 0` in the C locale. Both are treated as C strings: anything
 /// from a NUL byte on is ignored.
@@ -180,7 +184,8 @@ impl Matcher<'_> {
                     let mut found: StarStop = None;
                     let mut ok = false;
                     while n < endp {
-                        if first.is_none_or(|f| self.s[n] == f) && self.run(p, n, Some(&mut found))
+                        if first.map_or(true, |f| self.s[n] == f)
+                            && self.run(p, n, Some(&mut found))
                         {
                             ok = true;
                             break;
@@ -375,7 +380,7 @@ impl Matcher<'_> {
                             p += 2;
                             break;
                         }
-                        if !(b'a'..b'z').contains(&d) {
+                        if !CLASS_NAME_BYTES.contains(&d) {
                             p = start;
                             break;
                         }
@@ -434,7 +439,7 @@ impl Matcher<'_> {
                 *p = q + 2;
                 return ClassParse::Name(class_fn(&name));
             }
-            if !(b'a'..b'z').contains(&d) {
+            if !CLASS_NAME_BYTES.contains(&d) {
                 *p = start;
                 return ClassParse::NotAClass;
             }
