@@ -51,23 +51,45 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<u8> {
     errors.extend(fs.errors.iter().cloned());
     warnings.extend(fs.warnings.iter().cloned());
 
-    // ---- csync2-watch's own settings (`--config FILE`) ----
-    // Placeholder: the lead validates csync2-watch.toml here later (see
-    // crate::settings). Its problems belong in `errors`/`warnings` too.
-    if let Some(_settings) = &args.watch.settings {
-        // (not validated yet)
-    }
-    // ---- end of csync2-watch settings ----
+    // csync2-watch's own settings: `--config FILE`, else the default file
+    // when it exists. Their problems count like csync2.cfg's.
+    let settings_source = match crate::settings::Settings::check(args.watch.settings.as_deref()) {
+        Ok(checked) => {
+            errors.extend(checked.errors.iter().map(|p| p.to_string()));
+            warnings.extend(checked.warnings.iter().map(|p| match &p.file {
+                Some(f) if p.line > 0 => {
+                    format!("{}:{}:{}: warning: {}", f.display(), p.line, p.col, p.message)
+                }
+                Some(f) => format!("{}: warning: {}", f.display(), p.message),
+                None => format!("warning: {}", p.message),
+            }));
+            checked.settings.source.clone()
+        }
+        Err(e) => {
+            errors.push(e.to_string());
+            args.watch.settings.clone()
+        }
+    };
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
-        let v = to_json(plan, &fs, &errors, &warnings);
+        let mut v = to_json(plan, &fs, &errors, &warnings);
+        v["settings_file"] = json!(settings_source.as_ref().map(|p| p.to_string_lossy()));
         serde_json::to_writer_pretty(&mut out, &v).context("cannot write to standard output")?;
         writeln!(out).context("cannot write to standard output")?;
     } else {
         human(&mut out, plan, &fs, analysis.errors.is_empty())
             .context("cannot write to standard output")?;
+        match &settings_source {
+            Some(p) => writeln!(out, "csync2-watch settings: {}", p.display()),
+            None => writeln!(
+                out,
+                "csync2-watch settings: defaults ({} does not exist)",
+                crate::settings::DEFAULT_PATH
+            ),
+        }
+        .context("cannot write to standard output")?;
         out.flush().ok();
         let stderr = std::io::stderr();
         let mut err = stderr.lock();
