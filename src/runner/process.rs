@@ -315,3 +315,83 @@ pub(crate) fn describe(status: &ExitStatus) -> String {
         _ => status.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELPER_ENV: &str = "CSYNC2_WATCH_PROCESS_TEST_HELPER";
+
+    /// Not a test on its own: when re-run by `busy_but_silent_process_is_not_killed`
+    /// it reads /dev/zero a little at a time for about 1.5 s, printing
+    /// nothing, like csync2 sending a big file.
+    #[test]
+    fn helper_slow_reader() {
+        if std::env::var_os(HELPER_ENV).is_none() {
+            return;
+        }
+        let mut f = fs::File::open("/dev/zero").unwrap();
+        let mut buf = [0u8; 4096];
+        for _ in 0..30 {
+            f.read_exact(&mut buf).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn busy_but_silent_process_is_not_killed() {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "runner::process::tests::helper_slow_reader",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(HELPER_ENV, "1");
+        let stall = Duration::from_millis(400);
+        let start = Instant::now();
+        let fin = run(cmd, stall, &mut |_| {}, &mut |_| {}).expect("not stalled");
+        assert!(fin.status.success());
+        // It ran longer than the stall timeout without being killed.
+        assert!(start.elapsed() > stall);
+    }
+
+    #[test]
+    fn idle_process_is_killed_with_its_group() {
+        // sh waits for a sleep child: neither does any I/O.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 30; echo never"]);
+        let mut lines = Vec::new();
+        let start = Instant::now();
+        let err = run(
+            cmd,
+            Duration::from_millis(300),
+            &mut |l| lines.push(l.to_vec()),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, RunError::Stalled { .. }), "{err:?}");
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(lines.is_empty());
+    }
+
+    #[test]
+    fn output_lines_reach_the_callbacks_in_order() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "printf 'a\\nb\\n'; printf 'e1\\n' >&2; printf c; exit 3"]);
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let fin = run(
+            cmd,
+            Duration::from_secs(30),
+            &mut |l| out.push(l.to_vec()),
+            &mut |l| err.push(l.to_vec()),
+        )
+        .unwrap();
+        assert_eq!(fin.status.code(), Some(3));
+        assert_eq!(describe(&fin.status), "exit status 3");
+        assert_eq!(out, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(err, vec![b"e1".to_vec()]);
+    }
+}
