@@ -11,8 +11,8 @@
 //! update runs add one `-v` so that csync2 names what it marks dirty and
 //! which file stays dirty; see [`parse`] for every message read.
 
-mod parse;
-mod process;
+pub(crate) mod parse;
+pub(crate) mod process;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;

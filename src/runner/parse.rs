@@ -148,6 +148,14 @@ fn starts_like_message(line: &[u8]) -> bool {
         || contains(line, BUSY_TEXT)
 }
 
+/// A level-0 csync2 message (an error or warning), as far as its start
+/// tells.
+pub(crate) fn looks_like_error(line: &[u8]) -> bool {
+    ERROR_PREFIXES.iter().any(|p| line.starts_with(p))
+        || contains(line, b" in scandir: ")
+        || contains(line, BUSY_TEXT)
+}
+
 pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }

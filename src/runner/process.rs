@@ -379,7 +379,10 @@ mod tests {
     #[test]
     fn output_lines_reach_the_callbacks_in_order() {
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "printf 'a\\nb\\n'; printf 'e1\\n' >&2; printf c; exit 3"]);
+        cmd.args([
+            "-c",
+            "printf 'a\\nb\\n'; printf 'e1\\n' >&2; printf c; exit 3",
+        ]);
         let mut out = Vec::new();
         let mut err = Vec::new();
         let fin = run(
