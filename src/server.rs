@@ -276,6 +276,8 @@ impl LocalServer {
     /// server (a managed one has none). While paused, connections that
     /// begin and end between two of the daemon's own checks go unseen.
     pub fn set_polling(&self, on: bool) {
+        // Under the lock, so that the poller cannot miss the wakeup.
+        let _st = self.inner.state.lock().unwrap();
         self.inner.polling.store(on, Ordering::SeqCst);
         self.inner.changed.notify_all();
     }
@@ -288,8 +290,11 @@ impl LocalServer {
     }
 
     fn stop(&mut self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        self.inner.changed.notify_all();
+        {
+            let _st = self.inner.state.lock().unwrap();
+            self.inner.stopping.store(true, Ordering::SeqCst);
+            self.inner.changed.notify_all();
+        }
         if let Some(h) = self.poller.take() {
             let _ = h.join();
         }
@@ -741,8 +746,15 @@ fn poll_loop(inner: Arc<Inner>) {
             if sleep_unless_stopping(&inner, POLL_INTERVAL) {
                 return;
             }
-        } else if sleep_unless_stopping(&inner, Duration::from_secs(1)) {
-            return;
+        } else {
+            // Paused: sleep until resumed or stopped.
+            let st = inner.state.lock().unwrap();
+            let _unused = inner
+                .changed
+                .wait_while(st, |_| {
+                    !inner.polling.load(Ordering::SeqCst) && !inner.stopping.load(Ordering::SeqCst)
+                })
+                .unwrap();
         }
     }
 }
