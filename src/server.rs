@@ -564,14 +564,15 @@ fn wait_exited(pid: u32) -> std::io::Result<()> {
     }
 }
 
-fn start_server(
-    inner: &Arc<Inner>,
-    csync2: &Csync2,
-) -> std::io::Result<(
+/// A started server: the child, its stderr tail, and a channel that
+/// closes when its log reader has read everything.
+type Started = (
     Child,
     Arc<Mutex<VecDeque<String>>>,
     crossbeam_channel::Receiver<()>,
-)> {
+);
+
+fn start_server(inner: &Arc<Inner>, csync2: &Csync2) -> std::io::Result<Started> {
     let mut cmd = csync2.server_command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -32,7 +32,9 @@ fn awkward_names() -> Vec<OsString> {
 }
 
 fn set(v: &[PathBuf]) -> BTreeSet<Vec<u8>> {
-    v.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect()
+    v.iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect()
 }
 
 #[test]
@@ -54,9 +56,9 @@ fn check_marks_new_files_and_names_them_byte_exact() {
     let dirty = cs.list_dirty(limits(LONG)).expect("-M");
     let dirty_paths: Vec<PathBuf> = dirty.iter().map(|d| d.path.clone()).collect();
     assert_eq!(set(&dirty_paths), set(&paths), "-M: {dirty:?}");
-    assert!(dirty.iter().all(|d| d.peer == sb.peer.to_string()
-        && d.myname == sb.me.to_string()
-        && !d.forced));
+    assert!(dirty
+        .iter()
+        .all(|d| d.peer == sb.peer.to_string() && d.myname == sb.me.to_string() && !d.forced));
 
     // Nothing changed: nothing marked the second time.
     let again = cs.check(&paths, false, limits(LONG)).expect("check again");
@@ -71,7 +73,9 @@ fn recursive_check_marks_a_new_tree_and_deletions() {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("sub/f"), b"1").unwrap();
     std::fs::write(dir.join("g"), b"2").unwrap();
-    let out = cs.check(&[dir.clone()], true, limits(LONG)).unwrap();
+    let out = cs
+        .check(std::slice::from_ref(&dir), true, limits(LONG))
+        .unwrap();
     let want: Vec<PathBuf> = vec![
         dir.clone(),
         dir.join("sub"),
@@ -82,12 +86,16 @@ fn recursive_check_marks_a_new_tree_and_deletions() {
 
     // A non-recursive check of the directory does not see below it.
     std::fs::write(dir.join("h"), b"3").unwrap();
-    let flat = cs.check(&[dir.clone()], false, limits(LONG)).unwrap();
+    let flat = cs
+        .check(std::slice::from_ref(&dir), false, limits(LONG))
+        .unwrap();
     assert!(flat.marked.is_empty(), "{:?}", flat.marked);
 
     // A vanished tree: every known entry is marked (for deletion).
     std::fs::remove_dir_all(&dir).unwrap();
-    let gone = cs.check(&[dir.clone()], true, limits(LONG)).unwrap();
+    let gone = cs
+        .check(std::slice::from_ref(&dir), true, limits(LONG))
+        .unwrap();
     assert_eq!(set(&gone.marked), set(&want));
 }
 
@@ -124,20 +132,23 @@ fn mark_marks_without_comparing() {
     let cs = sb.csync2();
     let f = sb.data.join("m\nark");
     std::fs::write(&f, b"x").unwrap();
-    let out = cs.mark(&[f.clone()], limits(LONG)).unwrap();
-    assert_eq!(set(&out.marked), set(&[f.clone()]));
+    let out = cs.mark(std::slice::from_ref(&f), limits(LONG)).unwrap();
+    assert_eq!(set(&out.marked), set(std::slice::from_ref(&f)));
     let dirty = cs.list_dirty(limits(LONG)).unwrap();
     assert_eq!(dirty.len(), 1, "{dirty:?}");
     assert_eq!(dirty[0].path, f);
     // Marking is unconditional: a second mark marks again.
-    let again = cs.mark(&[f.clone()], limits(LONG)).unwrap();
+    let again = cs.mark(std::slice::from_ref(&f), limits(LONG)).unwrap();
     assert_eq!(again.marked, vec![f]);
 }
 
 #[test]
 fn list_dirty_exit_2_is_an_empty_list() {
     let sb = Sandbox::new("");
-    let dirty = sb.csync2().list_dirty(limits(LONG)).expect("-M on an empty db");
+    let dirty = sb
+        .csync2()
+        .list_dirty(limits(LONG))
+        .expect("-M on an empty db");
     assert!(dirty.is_empty());
 }
 
@@ -168,7 +179,8 @@ fn update_to_a_peer_without_server_reports_connect_failed() {
     let cs = sb.csync2();
     let f = sb.data.join("f");
     std::fs::write(&f, b"x").unwrap();
-    cs.check(&[f.clone()], false, limits(LONG)).unwrap();
+    cs.check(std::slice::from_ref(&f), false, limits(LONG))
+        .unwrap();
     // Nothing listens on the peer's port (free_port checked it).
     let out = cs.update(&[], limits(LONG)).expect("update completes");
     assert_eq!(out.connect_failed, vec![sb.peer.to_string()]);
@@ -194,12 +206,14 @@ fn stalled_client_is_killed() {
     let cs = sb.csync2();
     let f = sb.data.join("f");
     std::fs::write(&f, b"x").unwrap();
-    cs.check(&[f.clone()], false, limits(LONG)).unwrap();
+    cs.check(std::slice::from_ref(&f), false, limits(LONG))
+        .unwrap();
     // A "peer" that accepts and never answers.
     let listener = TcpListener::bind((sb.peer, sb.port)).unwrap();
     let acceptor = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         // Read until the client goes away: EOF (or a reset) proves it died.
         let mut buf = [0u8; 1024];
         loop {
@@ -234,13 +248,17 @@ fn busy_database_is_classified_busy() {
     std::fs::write(&f, b"x").unwrap();
     let db = rusqlite::Connection::open(sb.db_file()).unwrap();
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let err = cs.check(&[f.clone()], false, limits(LONG)).expect_err("busy");
+    let err = cs
+        .check(std::slice::from_ref(&f), false, limits(LONG))
+        .expect_err("busy");
     assert!(matches!(err, RunError::Busy), "{err:?}");
     assert!(err.is_transient());
     db.execute_batch("COMMIT").unwrap();
     drop(db);
     // Once the lock is gone the same run works.
-    let out = cs.check(&[f.clone()], false, limits(LONG)).unwrap();
+    let out = cs
+        .check(std::slice::from_ref(&f), false, limits(LONG))
+        .unwrap();
     assert_eq!(out.marked, vec![f]);
 }
 
@@ -253,7 +271,8 @@ fn lock_file_makes_every_command_fail_with_a_clear_error() {
     let f = sb.data.join("f");
     std::fs::write(&f, b"x").unwrap();
     for err in [
-        cs.check(&[f.clone()], false, limits(LONG)).unwrap_err(),
+        cs.check(std::slice::from_ref(&f), false, limits(LONG))
+            .unwrap_err(),
         cs.list_dirty(limits(LONG)).unwrap_err(),
         cs.update(&[], limits(LONG)).unwrap_err(),
     ] {

@@ -48,6 +48,15 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Kills and reaps a child on drop.
+struct ChildGuard(std::process::Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn managed(sb: &Sandbox) -> LocalServer {
     LocalServer::managed(&sb.csync2(), sb.port, vec![IpAddr::V4(sb.me)]).expect("server starts")
 }
@@ -106,7 +115,8 @@ fn a_real_push_between_two_nodes_is_seen_without_polling() {
     let cs = sb.csync2();
     let f = sb.data.join("pushed file");
     std::fs::write(&f, b"x").unwrap();
-    cs.check(&[f.clone()], false, limits(DEADLINE)).unwrap();
+    cs.check(std::slice::from_ref(&f), false, limits(DEADLINE))
+        .unwrap();
     let before = Instant::now();
     let out = cs.update(&[], limits(DEADLINE)).expect("update");
     let after = Instant::now();
@@ -204,8 +214,8 @@ fn external_server_connections_are_seen_by_the_background_poll() {
     let mut ext = sb.csync2().server_command();
     ext.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let child = ext.spawn().unwrap();
-    let _kill = KillOnDrop(child.id());
+    let child = ChildGuard(ext.spawn().unwrap());
+    let ext_pid = child.0.id();
     assert!(wait_for(DEADLINE, || TcpStream::connect((sb.me, sb.port)).is_ok()));
 
     let server = LocalServer::external(sb.port, vec![IpAddr::V4(sb.me)]);
@@ -241,7 +251,7 @@ fn external_server_connections_are_seen_by_the_background_poll() {
     assert!(seen >= t1, "{seen:?} {t1:?}");
     server.shutdown();
     // shutdown of an external server leaves it running.
-    assert!(alive(child.id()));
+    assert!(alive(ext_pid));
 }
 
 const HELPER_ENV: &str = "CSYNC2_WATCH_SERVER_TEST_HELPER";
