@@ -12,34 +12,39 @@
 //!   `<PID> New connection from ADDR:PORT.` right after accept and `<PID>
 //!   Connection closed.` after it closed its database. A reader thread
 //!   turns these into events, so even a connection shorter than any poll
-//!   interval moves `last_active`. On top of that `serving_now` looks at
-//!   the server's children (`/proc/PID/task/PID/children`: csync2 -ii
+//!   interval moves `last_active`. `serving_now` looks at the server's
+//!   children (`/proc/PID/task/PID/children`, about 10 µs): csync2 -ii
 //!   forks one per connection and ignores SIGCHLD, so a child that exists
-//!   is a connection still being handled, maybe after its socket closed)
-//!   and at the socket table. A connection that ends without `Connection
-//!   closed.` (a peer's probe: the child exits at EOF before opening its
-//!   database; or a fatal error, whose message is itself an event) leaves
-//!   no child behind. No background thread polls in this mode.
-//! * External: the socket table only, polled every [`POLL_INTERVAL`] by a
-//!   background thread so that short connections between the daemon's
-//!   own checks still move `last_active`; [`LocalServer::set_polling`]
-//!   pauses it. An inbound connection counts while it is `ESTABLISHED`,
-//!   `SYN_RECV` (not yet accepted) or `CLOSE_WAIT` (the peer is done, the
-//!   server's process is not).
-//!
-//! The socket table is `/proc/net/tcp` and `/proc/net/tcp6` of the
-//! caller's network namespace, filtered by local port and, when the server
-//! binds specific addresses (`-N`), by local address (IPv4-mapped IPv6
-//! addresses count as their IPv4 address).
+//!   is a connection still being handled, maybe after its socket closed.
+//!   A connection that ends without `Connection closed.` (a peer's probe:
+//!   the child exits at EOF before opening its database; or a fatal
+//!   error, whose message is itself an event) leaves no child behind. No
+//!   background thread polls and no socket table is read in this mode.
+//! * External: the socket table ([`sockets`]), looked at every
+//!   [`POLL_INTERVAL`] by a background thread so that connections between
+//!   the daemon's own checks still move `last_active` (one shorter than
+//!   the interval can be missed); [`LocalServer::set_polling`] pauses it.
+//!   An inbound connection counts while it is `ESTABLISHED`, `SYN_RECV`
+//!   (not yet accepted) or `CLOSE_WAIT` (the peer is done, the server's
+//!   process is not), on csync2's port and, when the server binds
+//!   specific addresses (`-N`), on one of them (IPv4-mapped IPv6
+//!   addresses count as their IPv4 address). The poll reads
+//!   `/proc/net/snmp` (tens of µs) and walks the socket table only when
+//!   an inbound connection was established since the last walk or the
+//!   last walk found one.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+mod sockets;
+
+pub use sockets::inbound_connections;
 
 use crate::runner::parse::{display_line, looks_like_error};
 use crate::runner::process::{describe, kill_group, own_group_and_pdeathsig};
@@ -112,6 +117,8 @@ struct Inner {
     changed: Condvar,
     stopping: AtomicBool,
     polling: AtomicBool,
+    /// External mode's socket-table looks.
+    gate: Mutex<sockets::Gate>,
 }
 
 /// The local server, managed or external.
@@ -345,35 +352,35 @@ impl Inner {
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
             polling: AtomicBool::new(true),
+            gate: Mutex::new(sockets::Gate::default()),
         }
     }
 
     /// Look now: (serving, connections). Moves `last_active` when serving.
     fn check(&self) -> (bool, usize) {
-        let sockets = match inbound_connections(self.port, &self.bind) {
+        if self.managed {
+            let mut st = self.state.lock().unwrap();
+            let mut children = st.pid.map(child_count).unwrap_or(0);
+            // Sessions whose child is gone ended without a word.
+            st.sessions
+                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            children = children.max(st.sessions.len());
+            if children > 0 {
+                st.last_active = Some(Instant::now());
+            }
+            return (children > 0, children);
+        }
+        let sockets = match self.gate.lock().unwrap().count(self.port, &self.bind) {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!("cannot read the socket table: {e}");
                 0
             }
         };
-        let mut st = self.state.lock().unwrap();
-        let mut children = 0;
-        if self.managed {
-            if let Some(pid) = st.pid {
-                children = child_count(pid);
-            }
-            // Sessions whose child is gone ended without a word.
-            st.sessions
-                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
-            children = children.max(st.sessions.len());
+        if sockets > 0 {
+            self.state.lock().unwrap().last_active = Some(Instant::now());
         }
-        let connections = sockets.max(children);
-        let serving = connections > 0;
-        if serving {
-            st.last_active = Some(Instant::now());
-        }
-        (serving, connections)
+        (sockets > 0, sockets)
     }
 
     /// The server's stderr, one line at a time.
@@ -450,94 +457,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
-}
-
-/// TCP states of an inbound connection still being served:
-/// ESTABLISHED, SYN_RECV, CLOSE_WAIT.
-const SERVING_STATES: [u8; 3] = [0x01, 0x03, 0x08];
-
-/// Inbound connections to `port` (on one of `bind`, or any address when
-/// empty) in a serving state, from `/proc/net/tcp` and `/proc/net/tcp6`.
-pub fn inbound_connections(port: u16, bind: &[IpAddr]) -> std::io::Result<usize> {
-    let mut n = 0;
-    let mut any_ok = false;
-    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        match std::fs::read(file) {
-            Ok(text) => {
-                any_ok = true;
-                n += count_inbound(&text, v6, port, bind);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if any_ok {
-        Ok(n)
-    } else {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "neither /proc/net/tcp nor /proc/net/tcp6 exists",
-        ))
-    }
-}
-
-/// Count matching lines of one `/proc/net/tcp[6]` text.
-fn count_inbound(text: &[u8], v6: bool, port: u16, bind: &[IpAddr]) -> usize {
-    let mut n = 0;
-    for line in text.split(|&c| c == b'\n').skip(1) {
-        let mut fields = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
-        let (Some(_sl), Some(local), Some(_remote), Some(state)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let Some(state) = hex_u32(state) else {
-            continue;
-        };
-        if !SERVING_STATES.contains(&(state as u8)) || state > 0xff {
-            continue;
-        }
-        let Some(colon) = local.iter().position(|&c| c == b':') else {
-            continue;
-        };
-        if hex_u32(&local[colon + 1..]) != Some(port as u32) {
-            continue;
-        }
-        if !bind.is_empty() {
-            let Some(addr) = parse_proc_addr(&local[..colon], v6) else {
-                continue;
-            };
-            if !bind.contains(&canonical(addr)) {
-                continue;
-            }
-        }
-        n += 1;
-    }
-    n
-}
-
-fn hex_u32(s: &[u8]) -> Option<u32> {
-    u32::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
-}
-
-/// The kernel prints each 32-bit word of the address as a host-order
-/// number in hex: its native bytes are the address bytes.
-fn parse_proc_addr(hex: &[u8], v6: bool) -> Option<IpAddr> {
-    if !v6 {
-        if hex.len() != 8 {
-            return None;
-        }
-        return Some(IpAddr::V4(Ipv4Addr::from(hex_u32(hex)?.to_ne_bytes())));
-    }
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut bytes = [0u8; 16];
-    for i in 0..4 {
-        let w = hex_u32(&hex[i * 8..i * 8 + 8])?;
-        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-    }
-    Some(IpAddr::V6(Ipv6Addr::from(bytes)))
 }
 
 /// Wait (without reaping) until `pid` has exited.
@@ -763,39 +682,6 @@ fn poll_loop(inner: Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TCP: &[u8] = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0200037F:7891 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 17151 1 0000000012d1136f 100 0 0 10 0
-   1: 0200037F:7891 0100037F:B1C1 01 00000000:00000000 00:00000000 00000000     0        0 17152 1 0000000012d1136f 100 0 0 10 0
-   2: 0100037F:B1C1 0200037F:7891 01 00000000:00000000 00:00000000 00000000     0        0 17153 1 0000000012d1136f 100 0 0 10 0
-   3: 0200037F:7891 0100037F:B1C2 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0000000012d1136f 100 0 0 10 0
-   4: 0300037F:7891 0100037F:B1C3 08 00000000:00000000 00:00000000 00000000     0        0 17154 1 0000000012d1136f 100 0 0 10 0
-";
-
-    #[test]
-    fn counts_inbound_serving_connections_by_port_and_address() {
-        let a: IpAddr = "127.3.0.2".parse().unwrap();
-        let b: IpAddr = "127.3.0.3".parse().unwrap();
-        // Any address: the ESTABLISHED one to .2 and the CLOSE_WAIT to .3;
-        // not LISTEN, not TIME_WAIT, not the client side.
-        assert_eq!(count_inbound(TCP, false, 30865, &[]), 2);
-        assert_eq!(count_inbound(TCP, false, 30865, &[a]), 1);
-        assert_eq!(count_inbound(TCP, false, 30865, &[b]), 1);
-        assert_eq!(count_inbound(TCP, false, 30866, &[]), 0);
-    }
-
-    #[test]
-    fn ipv6_and_mapped_addresses() {
-        let text = b"header
-   0: 0000000000000000FFFF00000200037F:7891 0000000000000000FFFF00000100037F:B1C1 01 0 0 0 0 0 0
-   1: 00000000000000000000000001000000:7891 00000000000000000000000001000000:B1C1 01 0 0 0 0 0 0
-";
-        let v4: IpAddr = "127.3.0.2".parse().unwrap();
-        let lo6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(count_inbound(text, true, 30865, &[v4]), 1);
-        assert_eq!(count_inbound(text, true, 30865, &[lo6]), 1);
-        assert_eq!(count_inbound(text, true, 30865, &[]), 2);
-    }
 
     #[test]
     fn pid_prefix() {
