@@ -322,3 +322,122 @@ fn missing_binary_is_a_spawn_error_naming_it() {
     assert!(matches!(err, RunError::Spawn { .. }));
     assert!(err.to_string().contains("no-such-csync2"));
 }
+
+/// Run `cmd` in a new mount namespace where `src` is bind-mounted over
+/// `dst`: the peer node's own data at the same absolute path.
+fn with_data_over(cmd: &mut std::process::Command, src: &std::path::Path, dst: &std::path::Path) {
+    use std::ffi::CString;
+    use std::os::unix::process::CommandExt;
+    let src = CString::new(src.as_os_str().as_bytes()).unwrap();
+    let dst = CString::new(dst.as_os_str().as_bytes()).unwrap();
+    let root = CString::new("/").unwrap();
+    // SAFETY: only syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Kills and reaps a child on drop.
+struct ChildGuard(std::process::Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn push_to_a_real_peer_and_a_conflict_that_stays_dirty() {
+    let sb = Sandbox::new("");
+    let cs = sb.csync2();
+    let peer_data = sb.dir.path().join("peer-data");
+    let peer_db = sb.dir.path().join("peer-db");
+    std::fs::create_dir(&peer_data).unwrap();
+    std::fs::create_dir(&peer_db).unwrap();
+    let peer = sb.peer_csync2(&peer_db);
+
+    // The peer has its own version of `both`, known to its database, so
+    // it is dirty there too: a conflict.
+    std::fs::write(peer_data.join("both"), b"peer's").unwrap();
+    let mut peer_check = std::process::Command::new(&peer.program);
+    peer_check
+        .env("CSYNC2_SYSTEM_DIR", &sb.etc)
+        .args(["-N", &sb.peer.to_string(), "-D"])
+        .arg(&peer_db)
+        .arg("-c")
+        .arg(sb.data.join("both"));
+    with_data_over(&mut peer_check, &peer_data, &sb.data);
+    assert!(peer_check.status().unwrap().success());
+
+    let mut server = peer.server_command();
+    server
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    with_data_over(&mut server, &peer_data, &sb.data);
+    let _server = ChildGuard(server.spawn().unwrap());
+    assert!(sandbox::wait_for(Duration::from_secs(20), || {
+        std::net::TcpStream::connect((sb.peer, sb.port)).is_ok()
+    }));
+
+    let new = sb.data.join("new file\nwith newline");
+    std::fs::write(&new, b"pushed").unwrap();
+    std::fs::write(sb.data.join("both"), b"mine").unwrap();
+    let out = cs
+        .check(&[new.clone(), sb.data.join("both")], false, limits(LONG))
+        .unwrap();
+    assert_eq!(out.marked.len(), 2, "{:?}", out.marked);
+
+    let up = cs.update(&[], limits(LONG)).expect("update completes");
+    assert!(!up.exit_ok);
+    assert!(up.connect_failed.is_empty());
+    // The new file arrived on the peer; the conflict is named.
+    let peer_copy = peer_data.join("new file\nwith newline");
+    assert_eq!(std::fs::read(&peer_copy).unwrap(), b"pushed");
+    let both = sb.data.join("both");
+    assert_eq!(up.errors.len(), 1, "{:?}", up.errors);
+    assert!(
+        up.errors[0].contains(&both.display().to_string()) && up.errors[0].contains("still dirty"),
+        "{:?}",
+        up.errors
+    );
+    let dirty = cs.list_dirty(limits(LONG)).unwrap();
+    assert_eq!(dirty.len(), 1, "{dirty:?}");
+    assert_eq!(dirty[0].path, both);
+}
+
+#[test]
+fn check_all_checks_every_tree() {
+    let sb = Sandbox::new("");
+    let cs = sb.csync2();
+    let f = sb.data.join("deep/er");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::write(f.join("file"), b"x").unwrap();
+    let out = cs.check_all(limits(LONG)).unwrap();
+    let want = vec![
+        sb.data.clone(),
+        sb.data.join("deep"),
+        f.clone(),
+        f.join("file"),
+    ];
+    assert_eq!(set(&out.marked), set(&want));
+}

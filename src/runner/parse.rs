@@ -76,6 +76,9 @@ const INFO_PREFIXES: &[&[u8]] = &[
     b"TOTALTIME: ",
 ];
 
+/// Messages that end in ` ...` after a name that may hold newlines.
+const MULTILINE_PREFIXES: &[&[u8]] = &[b"Updating ", b"Deleting ", b"Running '"];
+
 /// Starts of level-0 messages (errors) seen in csync2's source, used only
 /// to end a multi-line name.
 const ERROR_PREFIXES: &[&[u8]] = &[
@@ -185,6 +188,9 @@ pub(crate) struct StderrParser {
     /// The last `Updating F on P ...`/`Deleting ...` line, to name the
     /// file when csync2 says it stays dirty.
     last_action: Option<Vec<u8>>,
+    /// A message ending in ` ...` whose name had a newline: the lines
+    /// until one ends in ` ...` belong to it.
+    open_message: Option<Vec<u8>>,
     pub marked: Vec<PathBuf>,
     pub errors: Vec<String>,
     pub errors_dropped: usize,
@@ -202,6 +208,7 @@ impl StderrParser {
             chatty,
             pending_mark: None,
             last_action: None,
+            open_message: None,
             marked: Vec::new(),
             errors: Vec::new(),
             errors_dropped: 0,
@@ -253,6 +260,20 @@ impl StderrParser {
             }
             self.flush_mark();
         }
+        if let Some(mut msg) = self.open_message.take() {
+            msg.push(b'\n');
+            msg.extend_from_slice(raw);
+            if msg.ends_with(b" ...") || msg.len() > 64 * 1024 {
+                self.message_done(msg);
+            } else {
+                self.open_message = Some(msg);
+            }
+            return;
+        }
+        if MULTILINE_PREFIXES.iter().any(|p| line.starts_with(p)) && !line.ends_with(b" ...") {
+            self.open_message = Some(line.to_vec());
+            return;
+        }
         if line.is_empty() {
             return;
         }
@@ -281,7 +302,7 @@ impl StderrParser {
             }
         }
         if line.starts_with(b"Updating ") || line.starts_with(b"Deleting ") {
-            self.last_action = Some(line.to_vec());
+            self.message_done(line.to_vec());
             return;
         }
         if line.starts_with(b"File stays in dirty state.") {
@@ -312,9 +333,19 @@ impl StderrParser {
         }
     }
 
+    /// A complete `Updating`/`Deleting`/`Running` message.
+    fn message_done(&mut self, msg: Vec<u8>) {
+        if msg.starts_with(b"Updating ") || msg.starts_with(b"Deleting ") {
+            self.last_action = Some(msg);
+        }
+    }
+
     /// End of output.
     pub(crate) fn finish(&mut self) {
         self.flush_mark();
+        if let Some(msg) = self.open_message.take() {
+            self.message_done(msg);
+        }
     }
 
     /// The last lines worth showing, joined.
@@ -505,6 +536,25 @@ mod tests {
         assert_eq!(
             p.errors,
             vec!["still dirty after: Updating /d/a on b".to_string()]
+        );
+    }
+
+    #[test]
+    fn update_message_with_a_newline_in_the_name() {
+        let mut p = StderrParser::new(Kind::Update, false);
+        for l in [
+            &b"Updating /d/a"[..],
+            b"b on peer ...",
+            b"File stays in dirty state. Try again later...",
+            b"Running 'cmd /d/x",
+            b"y' ...",
+        ] {
+            p.line(l);
+        }
+        p.finish();
+        assert_eq!(
+            p.errors,
+            vec!["still dirty after: Updating /d/a\nb on peer".to_string()]
         );
     }
 
