@@ -129,8 +129,10 @@ fn a_real_push_between_two_nodes_is_seen_without_polling() {
     let peer = [IpAddr::V4(sb.peer)];
     assert!(wait_for(DEADLINE, || children(pid).is_empty()
         && inbound_connections(sb.port, &peer).unwrap() == 0));
+    // (The child logs `Connection closed.` after the client is done, so
+    // last_active may be later than `after`.)
     let last = server.last_active().expect("the push was seen");
-    assert!(last >= before && last <= after, "{last:?}");
+    assert!(last >= before && last <= Instant::now(), "{last:?} {after:?}");
 }
 
 #[test]

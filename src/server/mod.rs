@@ -174,11 +174,19 @@ impl LocalServer {
                 )));
             }
         }
-        // Wait for `Listening on ...` or the first exit.
+        // Wait for `Listening on ...` (printed after bind(), before
+        // listen()) and a listening socket, or the first exit.
         let deadline = Instant::now() + START_WAIT;
         let mut st = server.inner.state.lock().unwrap();
         loop {
             if st.listening {
+                drop(st);
+                let bind = server.inner.bind.clone();
+                while !sockets::listening(port, &bind).unwrap_or(true) && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                st = server.inner.state.lock().unwrap();
                 break;
             }
             if let Some((status, message)) = st.start_failure.take() {

@@ -22,30 +22,43 @@ use super::canonical;
 /// TCP states of an inbound connection still being served:
 /// ESTABLISHED, SYN_RECV, CLOSE_WAIT.
 const SERVING_STATES: [u8; 3] = [0x01, 0x03, 0x08];
+/// TCP_LISTEN.
+const LISTEN_STATE: u8 = 0x0A;
+
+/// Is something listening on `port` (on one of `bind`, the wildcard
+/// address, or anything when `bind` is empty)?
+pub(crate) fn listening(port: u16, bind: &[IpAddr]) -> io::Result<bool> {
+    let bind: Vec<IpAddr> = bind.iter().copied().map(canonical).collect();
+    let n = match table_netlink(port, &bind, true) {
+        Ok(n) => n,
+        Err(_) => table_proc(port, &bind, true)?,
+    };
+    Ok(n > 0)
+}
 
 /// Inbound connections to `port` (on one of `bind`, or any address when
 /// empty) in a serving state: sock_diag, else `/proc/net/tcp[6]`. Always
 /// looks (no [`Gate`]).
 pub fn inbound_connections(port: u16, bind: &[IpAddr]) -> std::io::Result<usize> {
     let bind: Vec<IpAddr> = bind.iter().copied().map(canonical).collect();
-    match inbound_netlink(port, &bind) {
+    match table_netlink(port, &bind, false) {
         Ok(n) => Ok(n),
         Err(e) => {
             tracing::trace!("sock_diag unavailable ({e}); reading /proc/net/tcp");
-            inbound_proc(port, &bind)
+            table_proc(port, &bind, false)
         }
     }
 }
 
 /// The same from `/proc/net/tcp` and `/proc/net/tcp6`.
-pub(crate) fn inbound_proc(port: u16, bind: &[IpAddr]) -> std::io::Result<usize> {
+fn table_proc(port: u16, bind: &[IpAddr], listen: bool) -> std::io::Result<usize> {
     let mut n = 0;
     let mut any_ok = false;
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
         match std::fs::read(file) {
             Ok(text) => {
                 any_ok = true;
-                n += count_inbound(&text, v6, port, bind);
+                n += count_table(&text, v6, port, bind, listen);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -62,7 +75,7 @@ pub(crate) fn inbound_proc(port: u16, bind: &[IpAddr]) -> std::io::Result<usize>
 }
 
 /// Count matching lines of one `/proc/net/tcp[6]` text.
-fn count_inbound(text: &[u8], v6: bool, port: u16, bind: &[IpAddr]) -> usize {
+fn count_table(text: &[u8], v6: bool, port: u16, bind: &[IpAddr], listen: bool) -> usize {
     let mut n = 0;
     for line in text.split(|&c| c == b'\n').skip(1) {
         let mut fields = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
@@ -74,7 +87,12 @@ fn count_inbound(text: &[u8], v6: bool, port: u16, bind: &[IpAddr]) -> usize {
         let Some(state) = hex_u32(state) else {
             continue;
         };
-        if !SERVING_STATES.contains(&(state as u8)) || state > 0xff {
+        let wanted = if listen {
+            state == LISTEN_STATE as u32
+        } else {
+            state <= 0xff && SERVING_STATES.contains(&(state as u8))
+        };
+        if !wanted {
             continue;
         }
         let Some(colon) = local.iter().position(|&c| c == b':') else {
@@ -87,7 +105,8 @@ fn count_inbound(text: &[u8], v6: bool, port: u16, bind: &[IpAddr]) -> usize {
             let Some(addr) = parse_proc_addr(&local[..colon], v6) else {
                 continue;
             };
-            if !bind.contains(&canonical(addr)) {
+            let addr = canonical(addr);
+            if !bind.contains(&addr) && !(listen && addr.is_unspecified()) {
                 continue;
             }
         }
@@ -131,7 +150,7 @@ const NLMSG_HDRLEN: usize = 16;
 const REQ_LEN: usize = 56;
 
 /// Inbound connections via netlink sock_diag.
-fn inbound_netlink(port: u16, bind: &[IpAddr]) -> io::Result<usize> {
+fn table_netlink(port: u16, bind: &[IpAddr], listen: bool) -> io::Result<usize> {
     // SAFETY: plain socket(2); the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -147,12 +166,18 @@ fn inbound_netlink(port: u16, bind: &[IpAddr]) -> io::Result<usize> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut n = 0;
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        n += dump_family(&fd, family, port, bind)?;
+        n += dump_family(&fd, family, port, bind, listen)?;
     }
     Ok(n)
 }
 
-fn dump_family(fd: &OwnedFd, family: u8, port: u16, bind: &[IpAddr]) -> io::Result<usize> {
+fn dump_family(
+    fd: &OwnedFd,
+    family: u8,
+    port: u16,
+    bind: &[IpAddr],
+    listen: bool,
+) -> io::Result<usize> {
     let mut req = [0u8; NLMSG_HDRLEN + REQ_LEN];
     let len = req.len() as u32;
     req[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -162,7 +187,12 @@ fn dump_family(fd: &OwnedFd, family: u8, port: u16, bind: &[IpAddr]) -> io::Resu
     req[8..12].copy_from_slice(&1u32.to_ne_bytes()); // seq
     req[16] = family;
     req[17] = libc::IPPROTO_TCP as u8;
-    req[20..24].copy_from_slice(&DIAG_STATES.to_ne_bytes());
+    let states = if listen {
+        1u32 << LISTEN_STATE
+    } else {
+        DIAG_STATES
+    };
+    req[20..24].copy_from_slice(&states.to_ne_bytes());
     // SAFETY: a zeroed sockaddr_nl is valid (the kernel as peer).
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -219,7 +249,7 @@ fn dump_family(fd: &OwnedFd, family: u8, port: u16, bind: &[IpAddr]) -> io::Resu
                     }
                     return Err(io::Error::from_raw_os_error(-code));
                 }
-                SOCK_DIAG_BY_FAMILY if diag_matches(body, port, bind) => n += 1,
+                SOCK_DIAG_BY_FAMILY if diag_matches(body, port, bind, listen) => n += 1,
                 _ => {}
             }
             off += (mlen + 3) & !3;
@@ -229,7 +259,7 @@ fn dump_family(fd: &OwnedFd, family: u8, port: u16, bind: &[IpAddr]) -> io::Resu
 
 /// One `struct inet_diag_msg`: family, state, timer, retrans, then the
 /// socket id (source port big-endian at 4, source address at 8).
-fn diag_matches(m: &[u8], port: u16, bind: &[IpAddr]) -> bool {
+fn diag_matches(m: &[u8], port: u16, bind: &[IpAddr], listen: bool) -> bool {
     if m.len() < 24 || u16::from_be_bytes([m[4], m[5]]) != port {
         return false;
     }
@@ -242,7 +272,8 @@ fn diag_matches(m: &[u8], port: u16, bind: &[IpAddr]) -> bool {
         let b: [u8; 16] = m[8..24].try_into().unwrap();
         IpAddr::V6(Ipv6Addr::from(b))
     };
-    bind.contains(&canonical(addr))
+    let addr = canonical(addr);
+    bind.contains(&addr) || (listen && addr.is_unspecified())
 }
 
 /// `Tcp: PassiveOpens` from `/proc/net/snmp`.
@@ -307,10 +338,10 @@ mod tests {
         let b: IpAddr = "127.3.0.3".parse().unwrap();
         // Any address: the ESTABLISHED one to .2 and the CLOSE_WAIT to .3;
         // not LISTEN, not TIME_WAIT, not the client side.
-        assert_eq!(count_inbound(TCP, false, 30865, &[]), 2);
-        assert_eq!(count_inbound(TCP, false, 30865, &[a]), 1);
-        assert_eq!(count_inbound(TCP, false, 30865, &[b]), 1);
-        assert_eq!(count_inbound(TCP, false, 30866, &[]), 0);
+        assert_eq!(count_table(TCP, false, 30865, &[], false), 2);
+        assert_eq!(count_table(TCP, false, 30865, &[a], false), 1);
+        assert_eq!(count_table(TCP, false, 30865, &[b], false), 1);
+        assert_eq!(count_table(TCP, false, 30866, &[], false), 0);
     }
 
     #[test]
@@ -321,9 +352,9 @@ mod tests {
 ";
         let v4: IpAddr = "127.3.0.2".parse().unwrap();
         let lo6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(count_inbound(text, true, 30865, &[v4]), 1);
-        assert_eq!(count_inbound(text, true, 30865, &[lo6]), 1);
-        assert_eq!(count_inbound(text, true, 30865, &[]), 2);
+        assert_eq!(count_table(text, true, 30865, &[v4], false), 1);
+        assert_eq!(count_table(text, true, 30865, &[lo6], false), 1);
+        assert_eq!(count_table(text, true, 30865, &[], false), 2);
     }
 
     #[test]
@@ -331,21 +362,40 @@ mod tests {
         let ip: IpAddr = "127.201.7.1".parse().unwrap();
         let l = TcpListener::bind((ip, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
-        assert_eq!(inbound_proc(port, &[ip]).unwrap(), 0);
+        assert_eq!(table_proc(port, &[ip], false).unwrap(), 0);
         let _c = TcpStream::connect((ip, port)).unwrap();
         let (_s, _) = l.accept().unwrap();
-        assert_eq!(inbound_proc(port, &[ip]).unwrap(), 1);
-        assert_eq!(inbound_proc(port, &[]).unwrap(), 1);
+        assert_eq!(table_proc(port, &[ip], false).unwrap(), 1);
+        assert_eq!(table_proc(port, &[], false).unwrap(), 1);
         let other: IpAddr = "127.201.7.2".parse().unwrap();
-        assert_eq!(inbound_proc(port, &[other]).unwrap(), 0);
-        match inbound_netlink(port, &[ip]) {
+        assert_eq!(table_proc(port, &[other], false).unwrap(), 0);
+        match table_netlink(port, &[ip], false) {
             Ok(n) => {
                 assert_eq!(n, 1);
-                assert_eq!(inbound_netlink(port, &[other]).unwrap(), 0);
+                assert_eq!(table_netlink(port, &[other], false).unwrap(), 0);
             }
             Err(e) => eprintln!("sock_diag not available here: {e}"),
         }
         assert_eq!(inbound_connections(port, &[ip]).unwrap(), 1);
+        // And both see the listener.
+        assert_eq!(table_proc(port, &[ip], true).unwrap(), 1);
+        assert_eq!(table_proc(port, &[other], true).unwrap(), 0);
+        if let Ok(n) = table_netlink(port, &[ip], true) {
+            assert_eq!(n, 1);
+        }
+        assert!(listening(port, &[ip]).unwrap());
+        assert!(!listening(port, &[other]).unwrap());
+    }
+
+    #[test]
+    fn wildcard_listener_counts_for_any_bind_address() {
+        let l = TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let ip: IpAddr = "127.201.9.1".parse().unwrap();
+        assert!(listening(port, &[ip]).unwrap());
+        assert!(listening(port, &[]).unwrap());
+        drop(l);
+        assert!(!listening(port, &[]).unwrap());
     }
 
     #[test]
