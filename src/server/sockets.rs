@@ -106,7 +106,7 @@ fn count_table(text: &[u8], v6: bool, port: u16, bind: &[IpAddr], listen: bool) 
                 continue;
             };
             let addr = canonical(addr);
-            if !bind.contains(&addr) && !(listen && addr.is_unspecified()) {
+            if !(bind.contains(&addr) || (listen && addr.is_unspecified())) {
                 continue;
             }
         }
