@@ -9,7 +9,7 @@
 //! group, killed (SIGTERM) if the thread that started it dies. glibc's
 //! getopt stops at `--`, so a path starting with `-` is a path. Check and
 //! update runs add one `-v` so that csync2 names what it marks dirty and
-//! which file stays dirty; see [`parse`] for every message read.
+//! which file stays dirty; see `runner/parse.rs` for every message read.
 
 pub(crate) mod parse;
 pub(crate) mod process;
@@ -515,7 +515,8 @@ fn split_paths<'a>(paths: &[&'a PathBuf], budget: usize) -> Vec<Vec<&'a PathBuf>
     out
 }
 
-/// Does `path` exist as csync2's lock file for this configuration?
+/// csync2's lock file (`$CSYNC2_SYSTEM_DIR/csync2.lock`) when it exists:
+/// while it does, every csync2 command exits 1 doing nothing.
 pub fn lockfile_present(csync2: &Csync2) -> Option<PathBuf> {
     let p = csync2.effective_system_dir().join("csync2.lock");
     Path::new(&p).exists().then_some(p)

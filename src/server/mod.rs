@@ -20,7 +20,7 @@
 //!   the child exits at EOF before opening its database; or a fatal
 //!   error, whose message is itself an event) leaves no child behind. No
 //!   background thread polls and no socket table is read in this mode.
-//! * External: the socket table ([`sockets`]), looked at every
+//! * External: the socket table (`server/sockets.rs`), looked at every
 //!   [`POLL_INTERVAL`] by a background thread so that connections between
 //!   the daemon's own checks still move `last_active` (one shorter than
 //!   the interval can be missed); [`LocalServer::set_polling`] pauses it.
