@@ -132,7 +132,10 @@ fn a_real_push_between_two_nodes_is_seen_without_polling() {
     // (The child logs `Connection closed.` after the client is done, so
     // last_active may be later than `after`.)
     let last = server.last_active().expect("the push was seen");
-    assert!(last >= before && last <= Instant::now(), "{last:?} {after:?}");
+    assert!(
+        last >= before && last <= Instant::now(),
+        "{last:?} {after:?}"
+    );
 }
 
 #[test]
