@@ -119,6 +119,9 @@ struct Inner {
     polling: AtomicBool,
     /// External mode's socket-table looks.
     gate: Mutex<sockets::Gate>,
+    /// Held by the poller around each look, so that `set_polling(false)`
+    /// returns only when no look is under way or about to start.
+    poll_lock: Mutex<()>,
 }
 
 /// The local server, managed or external.
@@ -291,9 +294,12 @@ impl LocalServer {
     /// server (a managed one has none). While paused, connections that
     /// begin and end between two of the daemon's own checks go unseen.
     pub fn set_polling(&self, on: bool) {
-        // Under the lock, so that the poller cannot miss the wakeup.
+        {
+            let _poll = self.inner.poll_lock.lock().unwrap();
+            self.inner.polling.store(on, Ordering::SeqCst);
+        }
+        // Under the state lock, so that the poller cannot miss the wakeup.
         let _st = self.inner.state.lock().unwrap();
-        self.inner.polling.store(on, Ordering::SeqCst);
         self.inner.changed.notify_all();
     }
 
@@ -361,6 +367,7 @@ impl Inner {
             stopping: AtomicBool::new(false),
             polling: AtomicBool::new(true),
             gate: Mutex::new(sockets::Gate::default()),
+            poll_lock: Mutex::new(()),
         }
     }
 
@@ -669,8 +676,15 @@ fn sleep_unless_stopping(inner: &Inner, d: Duration) -> bool {
 
 fn poll_loop(inner: Arc<Inner>) {
     while !inner.stopping.load(Ordering::SeqCst) {
-        if inner.polling.load(Ordering::SeqCst) {
-            inner.check();
+        let polled = {
+            let _poll = inner.poll_lock.lock().unwrap();
+            let on = inner.polling.load(Ordering::SeqCst);
+            if on {
+                inner.check();
+            }
+            on
+        };
+        if polled {
             if sleep_unless_stopping(&inner, POLL_INTERVAL) {
                 return;
             }
