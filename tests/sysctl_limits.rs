@@ -238,6 +238,12 @@ fn write_raises_lower_limits_keeps_higher_ones_and_is_idempotent() {
         .unwrap()
         .iter()
         .all(|a| !a.changed()));
+
+    // A target below what the kernel has never lowers anything.
+    let now = read_limits(&proc).unwrap();
+    let applied = apply(&proc, &limits(1, 1, 1)).unwrap();
+    assert!(applied.iter().all(|a| !a.changed()), "{applied:?}");
+    assert_eq!(read_limits(&proc).unwrap(), now);
 }
 
 #[test]
