@@ -10,9 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use csync2_watch::sysctl::{
-    apply, read_limits, recommend, write_conf, DirCount, Limit, Limits, Report, SysctlError,
-    Usage, INSTANCES_FLOOR, KERNEL_MAX, PROC_INOTIFY_DIR, QUEUED_CEILING, QUEUED_FLOOR,
-    WATCHES_FLOOR, WATCHES_STEP,
+    apply, read_limits, recommend, write_conf, DirCount, Limit, Limits, Report, SysctlError, Usage,
+    INSTANCES_FLOOR, KERNEL_MAX, PROC_INOTIFY_DIR, QUEUED_CEILING, QUEUED_FLOOR, WATCHES_FLOOR,
+    WATCHES_STEP,
 };
 use proptest::prelude::*;
 
@@ -272,7 +272,10 @@ fn errors_name_the_file() {
     let conf = blocker.join("60-csync2-watch.conf");
     let err = write_conf(&conf, "x\n").unwrap_err();
     assert!(matches!(err, SysctlError::WriteConf { .. }));
-    assert!(err.to_string().contains(&blocker.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&blocker.display().to_string()),
+        "{err}"
+    );
 
     // A limit that cannot be written (a directory stands in its place).
     let proc = fake_proc(tmp.path(), limits(1, 1, 1));
