@@ -213,7 +213,7 @@ fn awkward_names_are_counted_byte_exact() {
         }
     }
     let filter = Filter::new(vec![data.clone()], vec![]);
-    let count = count_watched_dirs(&filter, &data, &[data.clone()]);
+    let count = count_watched_dirs(&filter, &data, std::slice::from_ref(&data));
     assert_eq!(count.total, expected);
     let asked = filter.asked.lock().unwrap();
     for n in &names {
@@ -250,7 +250,7 @@ fn two_roots_are_counted_apart_and_a_symlinked_start_is_not_walked() {
     let link = tmp.path().join("link");
     symlink(&a, &link).unwrap();
     let filter = Filter::new(vec![link.clone()], vec![]);
-    let count = count_watched_dirs(&filter, &link, &[link.clone()]);
+    let count = count_watched_dirs(&filter, &link, std::slice::from_ref(&link));
     assert_eq!(count.total, 0);
 }
 
@@ -259,7 +259,7 @@ fn a_missing_start_counts_nothing_and_is_not_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let gone = tmp.path().join("gone");
     let filter = Filter::new(vec![gone.clone()], vec![]);
-    let count = count_watched_dirs(&filter, &gone, &[gone.clone()]);
+    let count = count_watched_dirs(&filter, &gone, std::slice::from_ref(&gone));
     assert_eq!(count.total, 0);
     assert!(count.errors.is_empty());
 }
