@@ -33,10 +33,10 @@ deb_out="$target_dir/debian"
 rpm_out="$target_dir/generate-rpm"
 mkdir -p "$deb_out" "$rpm_out"
 deb=$(cargo deb --no-build --locked --output "$deb_out" | tail -n 1)
-cargo generate-rpm --output "$rpm_out" >/dev/null
-version=$(cargo metadata --no-deps --format-version 1 |
-    sed -n 's/.*"name":"csync2-watch","version":"\([^"]*\)".*/\1/p')
-rpm=$(ls -t "$rpm_out"/csync2-watch-"$version"-*.rpm | head -n 1)
+pkgid=$(cargo pkgid)
+version=${pkgid##*[#@]}
+rpm="$rpm_out/csync2-watch-$version-1.$(uname -m).rpm"
+cargo generate-rpm --output "$rpm"
 
 echo "deb: $(realpath "$deb")"
 echo "rpm: $(realpath "$rpm")"
