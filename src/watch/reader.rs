@@ -461,8 +461,10 @@ impl Reader {
             let now = Instant::now();
             self.expire(now);
             self.log_limit();
-            self.flush();
+            // Stats first: a consumer woken by a change sees stats at
+            // least as new.
             self.publish_stats();
+            self.flush();
             if !self.queue.is_empty() {
                 continue;
             }
@@ -1094,6 +1096,7 @@ impl Reader {
             self.overflows_unlogged = 0;
         }
         self.full_check(None, FullCheckReason::Overflow);
+        self.publish_stats();
         self.flush();
         if self.filter.descend(Path::new("/")) {
             self.reconcile(ROOT, Mode::Rescan);
