@@ -451,3 +451,34 @@ fn the_root_deleted_and_recreated_is_watched_again() {
         s.has(&late.join("x/f"))
     });
 }
+
+#[test]
+fn reload_with_a_new_filter_drops_and_adds_watches() {
+    let (_t, root) = tempdir();
+    fs::create_dir_all(root.join("a/deep")).unwrap();
+    fs::create_dir_all(root.join("b/deep")).unwrap();
+    let mut before = Filter::include(&root);
+    before.exclude.push(root.join("b"));
+    let w = start(before, NO_SETTLE);
+    assert!(is_watched(&w, &root.join("a/deep")));
+    assert!(!is_watched(&w, &root.join("b")));
+    let mut after = Filter::include(&root);
+    after.exclude.push(root.join("a"));
+    w.reload(std::sync::Arc::new(after));
+    // Done when reload returns.
+    assert!(is_watched(&w, &root.join("b")) && is_watched(&w, &root.join("b/deep")));
+    assert!(!is_watched(&w, &root.join("a")) && !is_watched(&w, &root.join("a/deep")));
+    let mut seen = Seen::default();
+    seen.wait(&w, "the newly included tree", |s| {
+        s.has_kind(&root.join("b"), ChangeKind::DirTree)
+    });
+    fs::write(root.join("a/deep/f"), b"x").unwrap();
+    fs::write(root.join("b/deep/f"), b"x").unwrap();
+    seen.sync_point(&w, &root.join("sentinel"));
+    assert!(seen.has(&root.join("b/deep/f")));
+    assert!(
+        !seen.paths().iter().any(|p| p.starts_with(root.join("a"))),
+        "{:?}",
+        seen.changes
+    );
+}

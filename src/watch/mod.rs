@@ -132,6 +132,9 @@ pub struct WatchOptions {
     /// Show a progress line on stderr during the initial walk when stderr
     /// is a terminal. Default true.
     pub progress: bool,
+    /// Directories that could not be watched are retried this often (the
+    /// limit may have been raised, a permission fixed). Default 60s.
+    pub retry_interval: Duration,
     /// How often the daemon fully checks trees on network filesystems
     /// (only quoted in the warning). Default 5m.
     pub network_fs_interval: Duration,
@@ -147,6 +150,7 @@ impl Default for WatchOptions {
             settle_max: Duration::from_secs(30),
             max_changes: 1_000_000,
             progress: true,
+            retry_interval: Duration::from_secs(60),
             network_fs_interval: Duration::from_secs(300),
             degraded_interval: Duration::from_secs(300),
         }

@@ -360,6 +360,7 @@ struct Reader {
     pending_moves: Vec<PendingMove>,
     settling: HashMap<(Key, Box<OsStr>), Settle>,
     next_settle: Option<Instant>,
+    next_retry: Option<Instant>,
 
     out: Vec<Change>,
     out_full: Vec<FullCheck>,
@@ -407,6 +408,7 @@ impl Reader {
             pending_moves: Vec::new(),
             settling: HashMap::new(),
             next_settle: None,
+            next_retry: None,
             out: Vec::new(),
             out_full: Vec::new(),
             fs_seen: HashMap::new(),
@@ -460,6 +462,15 @@ impl Reader {
             self.process_queue();
             let now = Instant::now();
             self.expire(now);
+            if self.tree.failed_count() == 0 {
+                self.next_retry = None;
+                if self.limit.hit {
+                    tracing::info!("every directory is watched again ({})", self.tree.watched());
+                    self.limit = Limit::default();
+                }
+            } else if self.next_retry.is_none() {
+                self.next_retry = Some(now + self.opts.retry_interval);
+            }
             self.log_limit();
             // Stats first: a consumer woken by a change sees stats at
             // least as new.
@@ -614,10 +625,10 @@ impl Reader {
 
     fn next_deadline(&self) -> Option<Instant> {
         let moves = self.pending_moves.iter().map(|m| m.deadline).min();
-        match (moves, self.next_settle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [moves, self.next_settle, self.next_retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ---- output ---------------------------------------------------------
@@ -737,7 +748,11 @@ impl Reader {
                 humantime::format_duration(self.opts.degraded_interval)
             );
         }
-        self.full_check(Some(path.to_path_buf()), FullCheckReason::WatchFailed(why));
+        if first {
+            // Retries of a degraded directory stay quiet: it is listed in
+            // the stats until it can be watched.
+            self.full_check(Some(path.to_path_buf()), FullCheckReason::WatchFailed(why));
+        }
     }
 
     /// Log the watch limit once, with how many watches are needed.
@@ -1221,6 +1236,14 @@ impl Reader {
                     p.push(&*name);
                     tracing::debug!("{} settled without close-write", p.display());
                     self.report(p, ChangeKind::Entry);
+                }
+            }
+        }
+        if self.next_retry.is_some_and(|d| d <= now) {
+            self.next_retry = None;
+            for id in self.tree.failed_ids() {
+                if self.tree.is_failed(id) && self.tree.is_attached(id) {
+                    self.reconcile(id, Mode::Rescan);
                 }
             }
         }

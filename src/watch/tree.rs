@@ -42,6 +42,9 @@ struct Node {
     children: Vec<Id>,
 }
 
+/// Directories with more subdirectories than this get a name index.
+const INDEX_AT: usize = 32;
+
 /// The slab of directory nodes.
 #[derive(Debug)]
 pub(super) struct Tree {
@@ -49,6 +52,9 @@ pub(super) struct Tree {
     free: Vec<Id>,
     by_wd: HashMap<i32, Id>,
     failed: usize,
+    /// Name -> child, for nodes with many children (a linear scan of
+    /// thousands of names per event would be quadratic in a storm).
+    index: HashMap<Id, HashMap<Box<[u8]>, Id>>,
 }
 
 impl Tree {
@@ -68,6 +74,7 @@ impl Tree {
             free: Vec::new(),
             by_wd: HashMap::new(),
             failed: 0,
+            index: HashMap::new(),
         }
     }
 
@@ -103,9 +110,25 @@ impl Tree {
             }
         };
         if parent != NONE {
-            self.nodes[parent as usize].children.push(id);
+            self.link(parent, id);
         }
         id
+    }
+
+    /// Add `id` (named already) to `parent`'s children.
+    fn link(&mut self, parent: Id, id: Id) {
+        self.nodes[parent as usize].children.push(id);
+        if let Some(ix) = self.index.get_mut(&parent) {
+            let name: Box<[u8]> = Box::from(self.nodes[id as usize].name.as_bytes());
+            ix.insert(name, id);
+        } else if self.nodes[parent as usize].children.len() > INDEX_AT {
+            let ix: HashMap<Box<[u8]>, Id> = self.nodes[parent as usize]
+                .children
+                .iter()
+                .map(|&c| (Box::from(self.nodes[c as usize].name.as_bytes()), c))
+                .collect();
+            self.index.insert(parent, ix);
+        }
     }
 
     pub fn key(&self, id: Id) -> Key {
@@ -128,6 +151,9 @@ impl Tree {
     /// The child directory node called `name`, if any.
     pub fn child(&self, parent: Id, name: &OsStr) -> Option<Id> {
         let bytes = name.as_bytes();
+        if let Some(ix) = self.index.get(&parent) {
+            return ix.get(bytes).copied();
+        }
         self.nodes[parent as usize]
             .children
             .iter()
@@ -236,6 +262,17 @@ impl Tree {
         out
     }
 
+    /// The attached nodes whose watch could not be added.
+    pub fn failed_ids(&self) -> Vec<Id> {
+        if self.failed == 0 {
+            return Vec::new();
+        }
+        (0..self.nodes.len() as Id)
+            .filter(|&id| self.nodes[id as usize].live && self.nodes[id as usize].failed)
+            .filter(|&id| self.is_attached(id))
+            .collect()
+    }
+
     /// Unlink `id` from its parent: it becomes a detached orphan.
     pub fn detach(&mut self, id: Id) {
         let parent = self.nodes[id as usize].parent;
@@ -243,6 +280,12 @@ impl Tree {
             let siblings = &mut self.nodes[parent as usize].children;
             if let Some(pos) = siblings.iter().position(|&c| c == id) {
                 siblings.swap_remove(pos);
+            }
+            if let Some(ix) = self.index.get_mut(&parent) {
+                ix.remove(self.nodes[id as usize].name.as_bytes());
+                if self.nodes[parent as usize].children.len() <= INDEX_AT / 2 {
+                    self.index.remove(&parent);
+                }
             }
             self.nodes[id as usize].parent = NONE;
         }
@@ -256,7 +299,7 @@ impl Tree {
         if *n.name != *name {
             n.name = Box::from(name);
         }
-        self.nodes[parent as usize].children.push(id);
+        self.link(parent, id);
     }
 
     /// Is `a` a (strict or not) ancestor of `b`?
@@ -320,6 +363,7 @@ impl Tree {
                 on_wd(wd);
             }
             self.set_failed(cur, false);
+            self.index.remove(&cur);
             let n = &mut self.nodes[cur as usize];
             stack.append(&mut n.children);
             n.live = false;
@@ -373,6 +417,31 @@ mod tests {
         assert!(n == a || n == b || n2 == a || n2 == b);
         assert_eq!(t.get(kb), None);
         assert_eq!(t.by_wd(1), None);
+    }
+
+    #[test]
+    fn big_directories_find_children_by_index() {
+        let mut t = Tree::new();
+        let big = t.alloc(ROOT, OsStr::new("big"));
+        let ids: Vec<Id> = (0..200)
+            .map(|i| t.alloc(big, OsStr::new(&format!("c{i}"))))
+            .collect();
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(t.child(big, OsStr::new(&format!("c{i}"))), Some(id));
+        }
+        t.detach(ids[7]);
+        assert_eq!(t.child(big, OsStr::new("c7")), None);
+        t.attach(ids[7], big, OsStr::new("renamed"));
+        assert_eq!(t.child(big, OsStr::new("renamed")), Some(ids[7]));
+        t.remove_subtree(ids[8], |_| {});
+        assert_eq!(t.child(big, OsStr::new("c8")), None);
+        for &id in &ids[20..] {
+            t.remove_subtree(id, |_| {});
+        }
+        // Back to a linear scan below the threshold, still right.
+        assert_eq!(t.child(big, OsStr::new("c3")), Some(ids[3]));
+        assert_eq!(t.child(big, OsStr::new("c30")), None);
+        assert_eq!(t.children(big).len(), 19);
     }
 
     #[test]
