@@ -1111,6 +1111,9 @@ impl Reader {
             self.overflows_unlogged = 0;
         }
         self.full_check(None, FullCheckReason::Overflow);
+        // IN_IGNORED of removed watches may have been lost: forget them
+        // (a late one for a watch in use only causes a harmless re-check).
+        self.removing.clear();
         self.publish_stats();
         self.flush();
         if self.filter.descend(Path::new("/")) {
@@ -1139,6 +1142,16 @@ impl Reader {
     }
 
     fn on_child(&mut self, parent: Id, name: &OsStr, m: EventMask, cookie: u32) {
+        if m == EventMask::MODIFY {
+            // The most frequent event (one per write(2)): settle
+            // bookkeeping only, without building the path when the file is
+            // known already.
+            let key = (self.tree.key(parent), Box::from(name));
+            if let Some(s) = self.settling.get_mut(&key) {
+                s.last = Instant::now();
+                return;
+            }
+        }
         let Some(mut path) = self.tree.path(parent) else {
             // Inside a directory whose move is not resolved yet: its new
             // place will be walked.
@@ -1170,11 +1183,8 @@ impl Reader {
             self.settling.remove(&(key, Box::from(name)));
             self.report(path, ChangeKind::Entry);
         } else if m.contains(EventMask::MODIFY) {
-            let now = Instant::now();
-            if let Some(s) = self.settling.get_mut(&(key, Box::from(name))) {
-                s.last = now;
-            } else if self.filter.syncs(&path) {
-                self.settle(key, name, now);
+            if self.filter.syncs(&path) {
+                self.settle(key, name, Instant::now());
             }
         } else if m.contains(EventMask::CREATE) {
             if !self.filter.syncs(&path) {
