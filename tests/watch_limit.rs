@@ -19,26 +19,34 @@ use watch_support::*;
 const CHILD_ENV: &str = "CSYNC2_WATCH_TEST_LIMIT_CHILD";
 const TEST_NAME: &str = "watch_limit_is_logged_once_and_uncovered_subtrees_degrade";
 
-#[test]
-fn watch_limit_is_logged_once_and_uncovered_subtrees_degrade() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return in_user_namespace();
-    }
+/// Run test `name` again as root of a new user namespace; returns its
+/// stderr.
+fn in_new_user_namespace(name: &str) -> String {
     let out = Command::new("unshare")
         .args(["--user", "--map-root-user", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .env("CSYNC2_WATCH_LOG", "info")
         .env_remove("JOURNAL_STREAM")
         .output()
         .expect("unshare runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "the scenario failed in the user namespace:\n{stdout}\n{stderr}"
     );
+    assert!(stdout.contains("1 passed"), "the scenario did not run");
+    stderr
+}
+
+#[test]
+fn watch_limit_is_logged_once_and_uncovered_subtrees_degrade() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return in_user_namespace();
+    }
+    let stderr = in_new_user_namespace(TEST_NAME);
     let lines: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("inotify watch limit reached"))
@@ -141,4 +149,19 @@ fn in_user_namespace() {
 fn set_limit(n: usize) {
     let p = Path::new("/proc/sys/user/max_inotify_watches");
     fs::write(p, n.to_string()).expect("writable in our own user namespace");
+}
+
+#[test]
+fn instance_limit_fails_start_with_the_sysctl_to_raise() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        fs::write("/proc/sys/user/max_inotify_instances", "0").unwrap();
+        let (_t, root) = tempdir();
+        let err = Watcher::start(Arc::new(Filter::include(&root)), WatchOptions::default())
+            .expect_err("no inotify instance allowed");
+        let msg = err.to_string();
+        assert!(msg.contains("fs.inotify.max_user_instances"), "{msg}");
+        assert!(msg.contains("csync2-watch sysctl --write"), "{msg}");
+        return;
+    }
+    in_new_user_namespace("instance_limit_fails_start_with_the_sysctl_to_raise");
 }
