@@ -907,10 +907,8 @@ impl Reader {
                 return;
             }
             Err(e) => {
+                // The limit (ENOSPC), a permission, ...: not covered.
                 self.fail_node(id, path, &e);
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    return;
-                }
                 return;
             }
         }
