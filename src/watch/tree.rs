@@ -8,7 +8,9 @@
 //! (an orphan): its watches stay until the move is resolved, but it has no
 //! path.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -43,7 +45,10 @@ struct Node {
 }
 
 /// Directories with more subdirectories than this get a name index.
-const INDEX_AT: usize = 32;
+const INDEX_AT: usize = 64;
+/// In a name index: more than one child has this name hash (look by
+/// scanning).
+const SHARED_HASH: Id = NONE;
 
 /// The slab of directory nodes.
 #[derive(Debug)]
@@ -52,9 +57,11 @@ pub(super) struct Tree {
     free: Vec<Id>,
     by_wd: HashMap<i32, Id>,
     failed: usize,
-    /// Name -> child, for nodes with many children (a linear scan of
-    /// thousands of names per event would be quadratic in a storm).
-    index: HashMap<Id, HashMap<Box<[u8]>, Id>>,
+    /// Name hash -> child, for nodes with many children (a linear scan of
+    /// thousands of names per event would be quadratic in a storm). Keyed
+    /// by hash so that names are not stored twice.
+    index: HashMap<Id, HashMap<u64, Id>>,
+    hasher: RandomState,
 }
 
 impl Tree {
@@ -75,6 +82,7 @@ impl Tree {
             by_wd: HashMap::new(),
             failed: 0,
             index: HashMap::new(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -115,18 +123,25 @@ impl Tree {
         id
     }
 
+    fn hash(&self, name: &[u8]) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
     /// Add `id` (named already) to `parent`'s children.
     fn link(&mut self, parent: Id, id: Id) {
         self.nodes[parent as usize].children.push(id);
-        if let Some(ix) = self.index.get_mut(&parent) {
-            let name: Box<[u8]> = Box::from(self.nodes[id as usize].name.as_bytes());
-            ix.insert(name, id);
+        if self.index.contains_key(&parent) {
+            let h = self.hash(self.nodes[id as usize].name.as_bytes());
+            let ix = self.index.get_mut(&parent).unwrap();
+            ix.entry(h)
+                .and_modify(|e| *e = SHARED_HASH)
+                .or_insert(id);
         } else if self.nodes[parent as usize].children.len() > INDEX_AT {
-            let ix: HashMap<Box<[u8]>, Id> = self.nodes[parent as usize]
-                .children
-                .iter()
-                .map(|&c| (Box::from(self.nodes[c as usize].name.as_bytes()), c))
-                .collect();
+            let mut ix: HashMap<u64, Id> = HashMap::new();
+            for &c in &self.nodes[parent as usize].children {
+                let h = self.hash(self.nodes[c as usize].name.as_bytes());
+                ix.entry(h).and_modify(|e| *e = SHARED_HASH).or_insert(c);
+            }
             self.index.insert(parent, ix);
         }
     }
@@ -152,7 +167,11 @@ impl Tree {
     pub fn child(&self, parent: Id, name: &OsStr) -> Option<Id> {
         let bytes = name.as_bytes();
         if let Some(ix) = self.index.get(&parent) {
-            return ix.get(bytes).copied();
+            match ix.get(&self.hash(bytes)) {
+                None => return None,
+                Some(&SHARED_HASH) => {}
+                Some(&c) => return (self.nodes[c as usize].name.as_bytes() == bytes).then_some(c),
+            }
         }
         self.nodes[parent as usize]
             .children
@@ -281,10 +300,16 @@ impl Tree {
             if let Some(pos) = siblings.iter().position(|&c| c == id) {
                 siblings.swap_remove(pos);
             }
-            if let Some(ix) = self.index.get_mut(&parent) {
-                ix.remove(self.nodes[id as usize].name.as_bytes());
+            if self.index.contains_key(&parent) {
                 if self.nodes[parent as usize].children.len() <= INDEX_AT / 2 {
                     self.index.remove(&parent);
+                } else {
+                    let h = self.hash(self.nodes[id as usize].name.as_bytes());
+                    let ix = self.index.get_mut(&parent).unwrap();
+                    // A shared hash stays shared: lookups scan, still right.
+                    if ix.get(&h) == Some(&id) {
+                        ix.remove(&h);
+                    }
                 }
             }
             self.nodes[id as usize].parent = NONE;
