@@ -207,6 +207,23 @@ fn rm_rf_reports_the_tree_and_drops_its_watches() {
 }
 
 #[test]
+fn dirs_to_watch_counts_what_the_watcher_watches() {
+    let (_t, root) = tempdir();
+    let mut filter = Filter::include(&root);
+    filter.exclude_suffix.push("tmp".into());
+    for d in ["a/b/c", "a/d", "e", "x.tmp/y", "a/z.tmp"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
+    let counted = csync2_watch::watch::dirs_to_watch(&filter).unwrap();
+    let w = start(filter, NO_SETTLE);
+    assert_eq!(counted, w.stats().dirs_watched);
+    assert_eq!(counted, watched_inodes(&w).len());
+    // `/`, `/tmp`, the root, a, a/b, a/b/c, a/d, e; not the symlink.
+    assert_eq!(counted, 8);
+}
+
+#[test]
 fn excluded_subtrees_get_no_watch_and_no_reports() {
     let (_t, root) = tempdir();
     let mut filter = Filter::include(&root.join("inc"));

@@ -27,8 +27,16 @@
 //!   that is not itself synced, for its synced subtrees that were known);
 //! * [`FullCheck`]s where events may have been lost: queue overflow (the
 //!   tree is then re-walked to catch up the watches), a directory that
-//!   could not be watched (it is listed in [`WatchStats::degraded`]), or
-//!   more than [`WatchOptions::max_changes`] undrained paths.
+//!   could not be watched (it is listed in [`WatchStats::degraded`] and
+//!   retried every [`WatchOptions::retry_interval`]), or more than
+//!   [`WatchOptions::max_changes`] undrained paths.
+//!
+//! Mounts made over watched directories (which inotify does not report)
+//! are followed through `/proc/self/mountinfo`; mount points on network
+//! or FUSE filesystems are logged and listed in [`WatchStats::network_fs`]
+//! (inotify sees only this node's writes there). When the watch limit is
+//! reached, one error line names `fs.inotify.max_user_watches`, how many
+//! watches are needed, and `csync2-watch sysctl --write`.
 
 mod dirs;
 mod limits;
@@ -93,7 +101,10 @@ pub enum FullCheckReason {
     WatchFailed(String),
     /// The coalescing set grew beyond its bound.
     TooManyChanges,
-    /// A watched root was deleted or moved away and came back.
+    /// A watched root was deleted or moved away and came back. (Not
+    /// emitted by this watcher: it watches the roots' ancestors too, so a
+    /// root that comes back is walked and reported as a new
+    /// [`ChangeKind::DirTree`].)
     RootReplaced,
 }
 

@@ -10,8 +10,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::ffi::OsStr;
+use std::hash::BuildHasher;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
@@ -133,9 +133,7 @@ impl Tree {
         if self.index.contains_key(&parent) {
             let h = self.hash(self.nodes[id as usize].name.as_bytes());
             let ix = self.index.get_mut(&parent).unwrap();
-            ix.entry(h)
-                .and_modify(|e| *e = SHARED_HASH)
-                .or_insert(id);
+            ix.entry(h).and_modify(|e| *e = SHARED_HASH).or_insert(id);
         } else if self.nodes[parent as usize].children.len() > INDEX_AT {
             let mut ix: HashMap<u64, Id> = HashMap::new();
             for &c in &self.nodes[parent as usize].children {
