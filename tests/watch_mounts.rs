@@ -175,3 +175,58 @@ fn fuse() {
         s.has(&late.join("sub/f"))
     });
 }
+
+#[test]
+fn bind_mounts_and_bind_loops_are_watched_once_and_degrade_the_alias() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return bind_alias();
+    }
+    in_new_mount_namespace("bind_mounts_and_bind_loops_are_watched_once_and_degrade_the_alias");
+}
+
+fn bind_alias() {
+    let (_t, root) = tempdir();
+    for d in ["a/sub", "b", "c/loop"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    // b shows the same directory as a; c/loop shows c itself (a cycle).
+    mount(
+        Some(&root.join("a")),
+        &root.join("b"),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        Some(&root.join("c")),
+        &root.join("c/loop"),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let w = start(Filter::include(&root), Duration::from_secs(3600));
+    let st = w.stats();
+    // The walk ended (no cycle), and each directory has one watch.
+    let a_or_b: Vec<bool> = ["a", "b"]
+        .iter()
+        .map(|d| st.degraded.contains(&root.join(d)))
+        .collect();
+    assert_eq!(a_or_b.iter().filter(|&&d| d).count(), 1, "{st:?}");
+    assert!(st.degraded.contains(&root.join("c/loop")), "{st:?}");
+    assert_eq!(st.degraded.len(), 2, "{st:?}");
+    // root, a (or b), a/sub (or b/sub), c, and the ancestors.
+    assert_eq!(st.dirs_watched, root.ancestors().count() + 3, "{st:?}");
+    // Changes through the watched path are still reported.
+    let watched = if a_or_b[0] {
+        root.join("b")
+    } else {
+        root.join("a")
+    };
+    let mut seen = Seen::default();
+    fs::write(watched.join("sub/f"), b"x").unwrap();
+    seen.wait(&w, "a write below the watched one of the two paths", |s| {
+        s.has(&watched.join("sub/f"))
+    });
+}
