@@ -7,7 +7,7 @@
 # `csync2 -ii` that csync2-watch supervises.
 set -eu
 
-packages="csync2 sqlite3 inotify-tools iproute2 util-linux procps psmisc rpm"
+packages="csync2 sqlite3 inotify-tools iproute2 util-linux procps psmisc rpm bindfs"
 
 missing=""
 for p in $packages; do

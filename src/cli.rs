@@ -27,6 +27,12 @@ pub enum Command {
     /// Say whether csync2 syncs each PATH, and (-v) which pattern decided.
     Match(MatchArgs),
     /// Print the change stream the daemon would act on, one path a line.
+    ///
+    /// Each record is a changed path, byte-exact, newline-terminated (NUL-terminated
+    /// with -0). A record `! full-check SCOPE REASON` means events below SCOPE (`/`:
+    /// every tree) may have been lost and a full check is needed; REASON is
+    /// `overflow`, `watch-failed: WHY`, `too-many-changes` or `root-replaced`. Paths
+    /// always start with `/`, so a marker never looks like one.
     Watch(WatchArgs),
     /// Ask the running daemon to sync now (PATHs, pending changes, or --full).
     Sync(SyncArgs),

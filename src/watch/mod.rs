@@ -3,9 +3,54 @@
 //! watch descriptors to directories, the initial and catch-up walks, and
 //! the coalescing set the daemon drains.
 //!
-//! (Contract only; the implementation is being built.)
+//! [`Watcher::start`] spawns one reader thread that owns the inotify fd. It
+//! starts at `/` and descends exactly where `csync2 -cr /` would (real
+//! directories, never symlinks, where [`TreeFilter::descend`] is true),
+//! adding each directory's watch *before* listing it, so that anything
+//! created before the watch is found by the listing and anything after it
+//! produces an event. Changes go into a coalescing set ([`Watcher::drain`]);
+//! the reader never waits for its consumer.
+//!
+//! What is reported (only paths for which [`TreeFilter::syncs`] is true):
+//! * a regular file once it is closed after writing (`IN_CLOSE_WRITE`); a
+//!   file modified or created but never closed for writing (truncate,
+//!   mmap, `mknod`, a writer that keeps it open) after
+//!   [`WatchOptions::settle`] without further `IN_MODIFY`, and at least
+//!   every [`WatchOptions::settle_max`] while it keeps changing;
+//! * hard links, symlinks, devices, fifos and sockets when created; any
+//!   delete, attribute change, and both paths of a rename, at once
+//!   ([`ChangeKind::Entry`], [`ChangeKind::DirAttrib`] for directories);
+//! * a directory that appears (created, moved in, moved within the tree):
+//!   [`ChangeKind::DirTree`] for it, then every synced entry found by
+//!   walking it; a directory that vanishes (deleted, moved out, or the old
+//!   path of a move): [`ChangeKind::DirTree`] for it (or, for an ancestor
+//!   that is not itself synced, for its synced subtrees that were known);
+//! * [`FullCheck`]s where events may have been lost: queue overflow (the
+//!   tree is then re-walked to catch up the watches), a directory that
+//!   could not be watched (it is listed in [`WatchStats::degraded`] and
+//!   retried every [`WatchOptions::retry_interval`]), or more than
+//!   [`WatchOptions::max_changes`] undrained paths.
+//!
+//! Mounts made over watched directories (which inotify does not report)
+//! are followed through `/proc/self/mountinfo`; mount points on network
+//! or FUSE filesystems are logged and listed in [`WatchStats::network_fs`]
+//! (inotify sees only this node's writes there). When the watch limit is
+//! reached, one error line names `fs.inotify.max_user_watches`, how many
+//! watches are needed, and `csync2-watch sysctl --write`.
+
+mod dirs;
+mod limits;
+mod output;
+mod reader;
+mod tree;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use limits::{dirs_to_watch, InotifyLimits};
+pub use output::Drained;
+pub use reader::Watcher;
 
 /// What the watcher asks of the configuration. Implemented by
 /// [`crate::plan::Plan`]; tests may implement it directly.
@@ -56,7 +101,10 @@ pub enum FullCheckReason {
     WatchFailed(String),
     /// The coalescing set grew beyond its bound.
     TooManyChanges,
-    /// A watched root was deleted or moved away and came back.
+    /// A watched root was deleted or moved away and came back. (Not
+    /// emitted by this watcher: it watches the roots' ancestors too, so a
+    /// root that comes back is walked and reported as a new
+    /// [`ChangeKind::DirTree`].)
     RootReplaced,
 }
 
@@ -67,3 +115,97 @@ pub struct FullCheck {
     pub scope: Option<PathBuf>,
     pub reason: FullCheckReason,
 }
+
+impl std::fmt::Display for FullCheckReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FullCheckReason::Overflow => f.write_str("overflow"),
+            FullCheckReason::WatchFailed(why) => write!(f, "watch-failed: {why}"),
+            FullCheckReason::TooManyChanges => f.write_str("too-many-changes"),
+            FullCheckReason::RootReplaced => f.write_str("root-replaced"),
+        }
+    }
+}
+
+/// Tuning of a [`Watcher`].
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// A regular file modified (or created) without a following
+    /// `IN_CLOSE_WRITE` is reported after this long without a further
+    /// `IN_MODIFY`. Default 2s.
+    pub settle: Duration,
+    /// A file that keeps being modified without being closed is reported
+    /// at least this often. Default 30s.
+    pub settle_max: Duration,
+    /// More undrained paths than this collapse into one
+    /// `FullCheck { scope: None, reason: TooManyChanges }`. Default 1,000,000.
+    pub max_changes: usize,
+    /// Show a progress line on stderr during the initial walk when stderr
+    /// is a terminal. Default true.
+    pub progress: bool,
+    /// Directories that could not be watched are retried this often (the
+    /// limit may have been raised, a permission fixed). Default 60s.
+    pub retry_interval: Duration,
+    /// How often the daemon fully checks trees on network filesystems
+    /// (only quoted in the warning). Default 5m.
+    pub network_fs_interval: Duration,
+    /// How often the daemon fully checks subtrees that could not be
+    /// watched (only quoted in the log). Default 5m.
+    pub degraded_interval: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            settle: Duration::from_secs(2),
+            settle_max: Duration::from_secs(30),
+            max_changes: 1_000_000,
+            progress: true,
+            retry_interval: Duration::from_secs(60),
+            network_fs_interval: Duration::from_secs(300),
+            degraded_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the watcher is doing; a snapshot from [`Watcher::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// The initial watches are all in place.
+    pub ready: bool,
+    /// How long the initial walk took.
+    pub initial_walk: Option<Duration>,
+    /// Directories with an inotify watch now (including the ancestors of
+    /// the included trees).
+    pub dirs_watched: usize,
+    /// Watches that could not be added, since start.
+    pub watch_failures: u64,
+    /// Kernel queue overflows (`IN_Q_OVERFLOW`), since start.
+    pub overflows: u64,
+    /// inotify events read, since start.
+    pub events: u64,
+    /// The inotify watch limit was hit.
+    pub limit_reached: bool,
+    /// When the limit was hit: about how many watches the trees need.
+    pub dirs_needed: Option<usize>,
+    /// Watched directories on filesystems where inotify cannot see other
+    /// machines' writes: (mount point or first watched directory, fs name).
+    pub network_fs: Vec<(PathBuf, &'static str)>,
+    /// Topmost directories that could not be watched: their subtrees need
+    /// periodic full checks.
+    pub degraded: Vec<PathBuf>,
+}
+
+/// Why the watcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot create an inotify instance: {0}{hint}", hint = limits::init_hint(.0))]
+    Init(std::io::Error),
+    #[error("cannot set up the watcher: {0}")]
+    Setup(std::io::Error),
+    #[error("the inotify reader thread died before the initial watches were in place")]
+    ThreadDied,
+}
+
+/// A shared, swappable filter (for [`Watcher::reload`]).
+pub type SharedFilter = Arc<dyn TreeFilter>;
