@@ -33,7 +33,7 @@ use crate::server::LocalServer;
 use crate::settings::{ServerMode, Settings};
 use crate::statcache::{Decision, Snapshot, StatCache};
 use crate::status::{self, Counters, PeerStatus, RunInfo, Status};
-use crate::watch::{ChangeKind, FullCheckReason, TreeFilter, Watcher, WatchOptions};
+use crate::watch::{ChangeKind, FullCheckReason, TreeFilter, WatchOptions, Watcher};
 
 /// csync2's default port.
 pub const DEFAULT_PORT: u16 = 30865;
@@ -504,7 +504,8 @@ impl Daemon {
             match req {
                 Request::Full => {
                     info!("full sync requested");
-                    self.queue.request_full(None, "requested by csync2-watch sync");
+                    self.queue
+                        .request_full(None, "requested by csync2-watch sync");
                 }
                 Request::Flush => {
                     info!("flush requested: updating every peer now");
@@ -551,7 +552,10 @@ impl Daemon {
                 }
             }
             Err(e) => {
-                if self.sched.unreachable(&r.peer, Instant::now(), e.to_string()) {
+                if self
+                    .sched
+                    .unreachable(&r.peer, Instant::now(), e.to_string())
+                {
                     warn!(peer = %r.peer, "peer unreachable, retrying with backoff: {e}");
                 } else {
                     debug!(peer = %r.peer, "still unreachable: {e}");
@@ -608,7 +612,11 @@ impl Daemon {
                 .join(" "),
         };
         let _span = info_span!("full_check", scope = %scope_desc).entered();
-        for scope in req.scopes.clone().unwrap_or_else(|| vec![PathBuf::from("/")]) {
+        for scope in req
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec![PathBuf::from("/")])
+        {
             if let Err(e) = self.journal.record_full_check(
                 (scope != Path::new("/")).then_some(scope.as_path()),
                 &reasons,
@@ -829,10 +837,7 @@ impl Daemon {
                 let _ = tx.send(ProbeResult { peer, result });
             });
         }
-        let grace = self
-            .settings
-            .probe_timeout
-            .min(Duration::from_millis(300));
+        let grace = self.settings.probe_timeout.min(Duration::from_millis(300));
         let deadline = Instant::now() + grace;
         let mut waiting: HashSet<String> = due.iter().cloned().collect();
         let mut up = Vec::new();
@@ -854,21 +859,18 @@ impl Daemon {
         if self.settings.parallel_updates && up.len() > 1 {
             let csync2 = &self.csync2;
             let limits = self.limits;
-            let results: Vec<(String, Result<UpdateOutcome, RunError>)> =
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = up
-                        .iter()
-                        .map(|p| {
-                            s.spawn(move || {
-                                (p.clone(), csync2.update(std::slice::from_ref(p), limits))
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("update thread"))
-                        .collect()
-                });
+            let results: Vec<(String, Result<UpdateOutcome, RunError>)> = std::thread::scope(|s| {
+                let handles: Vec<_> = up
+                    .iter()
+                    .map(|p| {
+                        s.spawn(move || (p.clone(), csync2.update(std::slice::from_ref(p), limits)))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("update thread"))
+                    .collect()
+            });
             for (peer, r) in results {
                 self.apply_update(&[peer], r);
             }
@@ -1038,7 +1040,11 @@ impl Daemon {
     /// Refresh and write the status files (at most twice a second unless
     /// `force`).
     fn write_status(&mut self, force: bool) {
-        if self.status_written.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) && !force {
+        if self
+            .status_written
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+            && !force
+        {
             return;
         }
         if !self.status_dirty && !force {

@@ -184,8 +184,7 @@ impl Matcher<'_> {
                     let mut found: StarStop = None;
                     let mut ok = false;
                     while n < endp {
-                        if first.map_or(true, |f| self.s[n] == f)
-                            && self.run(p, n, Some(&mut found))
+                        if first.is_none_or(|f| self.s[n] == f) && self.run(p, n, Some(&mut found))
                         {
                             ok = true;
                             break;

@@ -545,7 +545,11 @@ impl Journal {
     /// with `csync2 -cr`), unless queued again after `up_to_txid`. Paths
     /// compare as bytes, so "below D" is the byte range `D/` .. `D0`
     /// (`0` follows `/`), the same trick csync2 uses on its own tables.
-    pub fn complete_trees(&mut self, dirs: &[PathBuf], up_to_txid: u64) -> Result<(), JournalError> {
+    pub fn complete_trees(
+        &mut self,
+        dirs: &[PathBuf],
+        up_to_txid: u64,
+    ) -> Result<(), JournalError> {
         if dirs.is_empty() {
             return Ok(());
         }

@@ -309,7 +309,7 @@ impl Rules {
 
     fn included(g: &RuleGroup, v: Verdict) -> bool {
         let path = v.path_rule.is_some_and(|i| g.rules[i].include);
-        let base = v.base_rule.map_or(true, |i| g.rules[i].include);
+        let base = v.base_rule.is_none_or(|i| g.rules[i].include);
         path && base
     }
 

@@ -240,7 +240,12 @@ fn complete_trees_drops_the_tree_and_what_is_below_it_only() {
         .unwrap();
     let mut left: Vec<PathBuf> = j.pending().unwrap().into_iter().map(|q| q.path).collect();
     left.sort();
-    let mut want = vec![p(b"/srv/t-x/c"), p(b"/srv/t.tmp"), p(b"/srv/t/new"), p(b"/srv/u")];
+    let mut want = vec![
+        p(b"/srv/t-x/c"),
+        p(b"/srv/t.tmp"),
+        p(b"/srv/t/new"),
+        p(b"/srv/u"),
+    ];
     want.sort();
     assert_eq!(left, want);
     j.complete_trees(&[p(b"/")], requeued[0]).unwrap();

@@ -101,7 +101,7 @@ fn a_sigkilled_writer_loses_nothing_it_committed() {
     // Let it commit a good number of batches, then kill it mid-stream.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = None;
-    while last.map_or(true, |(b, _)| b < 40) {
+    while last.is_none_or(|(b, _)| b < 40) {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "child committed only {last:?}");
         if let Ok(x) = rx.recv_timeout(left) {

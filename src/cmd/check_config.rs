@@ -58,7 +58,13 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<u8> {
             errors.extend(checked.errors.iter().map(|p| p.to_string()));
             warnings.extend(checked.warnings.iter().map(|p| match &p.file {
                 Some(f) if p.line > 0 => {
-                    format!("{}:{}:{}: warning: {}", f.display(), p.line, p.col, p.message)
+                    format!(
+                        "{}:{}:{}: warning: {}",
+                        f.display(),
+                        p.line,
+                        p.col,
+                        p.message
+                    )
                 }
                 Some(f) => format!("{}: warning: {}", f.display(), p.message),
                 None => format!("warning: {}", p.message),

@@ -27,7 +27,13 @@ pub fn run(args: SyncArgs) -> anyhow::Result<u8> {
         Request::Paths(
             args.paths
                 .iter()
-                .map(|p| if p.is_absolute() { p.clone() } else { cwd.join(p) })
+                .map(|p| {
+                    if p.is_absolute() {
+                        p.clone()
+                    } else {
+                        cwd.join(p)
+                    }
+                })
                 .collect::<Vec<PathBuf>>(),
         )
     } else {

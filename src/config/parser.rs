@@ -686,7 +686,7 @@ fn suggest(word: &str, valid: &[Keyword]) -> Option<&'static str> {
             edit_distance(&lower, s)
         };
         let limit = if s.len() <= 4 { 1 } else { 2 };
-        if d <= limit && best.map_or(true, |(bd, _)| d < bd) {
+        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, s));
         }
     }

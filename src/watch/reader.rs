@@ -1095,7 +1095,7 @@ impl Reader {
         let now = Instant::now();
         if self
             .last_overflow_log
-            .map_or(true, |t| now.duration_since(t) >= OVERFLOW_LOG_EVERY)
+            .is_none_or(|t| now.duration_since(t) >= OVERFLOW_LOG_EVERY)
         {
             let limit = super::InotifyLimits::read()
                 .max_queued_events

@@ -212,7 +212,7 @@ impl Tree {
     /// Record that `id` is watched by `wd` (which must not belong to
     /// another node). Returns the node's previous descriptor, if different.
     pub fn set_wd(&mut self, id: Id, wd: i32) -> Option<i32> {
-        debug_assert!(self.by_wd.get(&wd).map_or(true, |&o| o == id));
+        debug_assert!(self.by_wd.get(&wd).is_none_or(|&o| o == id));
         let old = self.nodes[id as usize].wd;
         if old == wd {
             return None;
