@@ -23,6 +23,7 @@ pub fn init(default_level: &str) {
     }
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = registry.with(fmt).try_init();
 }
