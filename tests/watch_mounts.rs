@@ -72,6 +72,35 @@ fn fuse_filesystems_are_named_as_blind_to_other_machines() {
     );
 }
 
+/// A mount that is detached on drop (also when the test fails), before
+/// the temporary directory holding it is removed.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(at: &Path) -> Mounted {
+        mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        Mounted(at.to_path_buf())
+    }
+
+    fn bind(from: &Path, at: &Path) -> Mounted {
+        mount(Some(from), at, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        Mounted(at.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+    }
+}
+
 fn mount_over() {
     let (_t, root) = tempdir();
     let mnt = root.join("mnt");
@@ -80,14 +109,7 @@ fn mount_over() {
     let mut seen = Seen::default();
 
     // Mount a tmpfs holding a tree over the watched directory.
-    mount(
-        Some("tmpfs"),
-        &mnt,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
+    let tmpfs = Mounted::tmpfs(&mnt);
     seen.wait(&w, "the mount point reported as a new tree", |s| {
         s.has_kind(&mnt, ChangeKind::DirTree)
     });
@@ -101,6 +123,7 @@ fn mount_over() {
     // Unmounted: the covered directory is back, watched and reported.
     seen.clear();
     umount2(&mnt, MntFlags::empty()).unwrap();
+    std::mem::forget(tmpfs);
     seen.wait(&w, "the mount point reported again", |s| {
         s.has_kind(&mnt, ChangeKind::DirTree)
     });
@@ -190,22 +213,8 @@ fn bind_alias() {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     // b shows the same directory as a; c/loop shows c itself (a cycle).
-    mount(
-        Some(&root.join("a")),
-        &root.join("b"),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
-    mount(
-        Some(&root.join("c")),
-        &root.join("c/loop"),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
+    let _b = Mounted::bind(&root.join("a"), &root.join("b"));
+    let _loop = Mounted::bind(&root.join("c"), &root.join("c/loop"));
     let w = start(Filter::include(&root), Duration::from_secs(3600));
     let st = w.stats();
     // The walk ended (no cycle), and each directory has one watch.
