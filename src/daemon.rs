@@ -33,7 +33,7 @@ use crate::server::LocalServer;
 use crate::settings::{ServerMode, Settings};
 use crate::statcache::{Decision, Snapshot, StatCache};
 use crate::status::{self, Counters, PeerStatus, RunInfo, Status};
-use crate::watch::{ChangeKind, FullCheckReason, TreeFilter, WatchOptions, Watcher};
+use crate::watch::{ChangeKind, FullCheckReason, TreeFilter, WatchOptions, WatchStats, Watcher};
 
 /// csync2's default port.
 pub const DEFAULT_PORT: u16 = 30865;
@@ -111,8 +111,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
     info!(node = plan.node(), config = %plan.config_file().display(), state_dir = %state_dir.display(), "starting");
     let started = Instant::now();
-    let watcher = Watcher::start(plan.clone() as Arc<dyn TreeFilter>, WatchOptions::default())
-        .context("cannot watch the csync2 trees")?;
+    let watcher = Watcher::start(
+        plan.clone() as Arc<dyn TreeFilter>,
+        watch_options(&opts.settings),
+    )
+    .context("cannot watch the csync2 trees")?;
     let stats = watcher.stats();
     info!(
         directories = stats.dirs_watched,
@@ -235,6 +238,14 @@ fn bind_addresses(node: Option<&str>, port: u16) -> Vec<IpAddr> {
     }
 }
 
+fn watch_options(s: &Settings) -> WatchOptions {
+    WatchOptions {
+        network_fs_interval: s.network_fs_interval,
+        degraded_interval: s.degraded_interval,
+        ..WatchOptions::default()
+    }
+}
+
 fn timing(s: &Settings) -> Timing {
     Timing {
         retry_initial: s.retry_initial,
@@ -339,7 +350,7 @@ impl Daemon {
                         self.ready_at = Some(Instant::now());
                     }
                 }
-                None => self.wait(),
+                None => self.wait()?,
             }
         }
     }
@@ -373,8 +384,9 @@ impl Daemon {
         None
     }
 
-    /// Block until something may be due.
-    fn wait(&mut self) {
+    /// Block until something may be due. Fails when the watcher died: a
+    /// daemon that no longer sees changes must not pretend to run.
+    fn wait(&mut self) -> anyhow::Result<()> {
         let mut deadline = self.sched.next_deadline();
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -398,7 +410,11 @@ impl Daemon {
             .unwrap_or(Duration::from_secs(60));
         let wake = self.watcher.wake().clone();
         select! {
-            recv(wake) -> _ => {}
+            recv(wake) -> w => {
+                if w.is_err() || !self.watcher.is_running() {
+                    anyhow::bail!("the inotify reader stopped; exiting so that systemd restarts csync2-watch");
+                }
+            }
             recv(self.signals) -> sig => {
                 if let Ok(sig) = sig {
                     self.on_signal(sig);
@@ -411,6 +427,7 @@ impl Daemon {
             }
             default(timeout) => {}
         }
+        Ok(())
     }
 
     /// Take in everything that arrived: changes, signals, probe results.
@@ -991,26 +1008,53 @@ impl Daemon {
     /// Periodic full checks for trees inotify cannot fully see.
     fn refresh_scope_timers(&mut self, now: Instant) {
         let stats = self.watcher.stats();
+        self.set_scope_timers(&stats, now);
+    }
+
+    /// Keep one timer per network-filesystem or degraded tree; a tree that
+    /// stays keeps its due time.
+    fn set_scope_timers(&mut self, stats: &WatchStats, now: Instant) {
+        let wanted: Vec<&PathBuf> = stats
+            .network_fs
+            .iter()
+            .map(|(p, _)| p)
+            .chain(&stats.degraded)
+            .collect();
+        if wanted.len() == self.scope_timers.len()
+            && wanted
+                .iter()
+                .zip(&self.scope_timers)
+                .all(|(w, (p, _, _))| *w == p)
+        {
+            return;
+        }
+        let old = std::mem::take(&mut self.scope_timers);
+        let known = |path: &Path| old.iter().any(|(p, _, _)| p == path);
+        let keep = |path: &Path, every: Duration| {
+            old.iter()
+                .find(|(p, _, _)| p == path)
+                .map(|(_, _, due)| *due)
+                .unwrap_or(now + every)
+        };
         let mut timers = Vec::new();
         for (path, fs) in &stats.network_fs {
+            if known(path) {
+                let every = self.settings.network_fs_interval;
+                timers.push((path.clone(), every, keep(path, every)));
+                continue;
+            }
             warn!(
                 path = %display_bytes(path),
                 fs,
                 every = ?self.settings.network_fs_interval,
                 "inotify cannot see writes made by other machines here: periodic full checks"
             );
-            timers.push((
-                path.clone(),
-                self.settings.network_fs_interval,
-                now + self.settings.network_fs_interval,
-            ));
+            let every = self.settings.network_fs_interval;
+            timers.push((path.clone(), every, keep(path, every)));
         }
         for path in &stats.degraded {
-            timers.push((
-                path.clone(),
-                self.settings.degraded_interval,
-                now + self.settings.degraded_interval,
-            ));
+            let every = self.settings.degraded_interval;
+            timers.push((path.clone(), every, keep(path, every)));
         }
         self.scope_timers = timers;
     }
@@ -1052,6 +1096,7 @@ impl Daemon {
         }
         let now = Instant::now();
         let stats = self.watcher.stats();
+        self.set_scope_timers(&stats, now);
         self.status.updated = status::unix_now();
         self.status.watch.ready = true;
         self.status.watch.directories = stats.dirs_watched as u64;

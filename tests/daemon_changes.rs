@@ -29,7 +29,10 @@ fn each_kind_of_change_reaches_every_node() {
         (
             "append",
             Box::new(|| {
-                let mut f = fs::OpenOptions::new().append(true).open(p("a.txt")).unwrap();
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(p("a.txt"))
+                    .unwrap();
                 f.write_all(b"more\n").unwrap();
             }),
         ),
@@ -46,7 +49,9 @@ fn each_kind_of_change_reaches_every_node() {
         ),
         (
             "chmod",
-            Box::new(|| fs::set_permissions(p("a.txt"), fs::Permissions::from_mode(0o600)).unwrap()),
+            Box::new(|| {
+                fs::set_permissions(p("a.txt"), fs::Permissions::from_mode(0o600)).unwrap()
+            }),
         ),
         (
             "symlink",
@@ -56,8 +61,14 @@ fn each_kind_of_change_reaches_every_node() {
             "dangling symlink",
             Box::new(|| std::os::unix::fs::symlink("/nowhere/at/all", p("dangling")).unwrap()),
         ),
-        ("hard link", Box::new(|| fs::hard_link(p("a.txt"), p("hard")).unwrap())),
-        ("rename file", Box::new(|| fs::rename(p("a.txt"), p("b.txt")).unwrap())),
+        (
+            "hard link",
+            Box::new(|| fs::hard_link(p("a.txt"), p("hard")).unwrap()),
+        ),
+        (
+            "rename file",
+            Box::new(|| fs::rename(p("a.txt"), p("b.txt")).unwrap()),
+        ),
         (
             "directory with files",
             Box::new(|| {
@@ -69,9 +80,18 @@ fn each_kind_of_change_reaches_every_node() {
                 write(&p("dir/sub/g"), b"g\n");
             }),
         ),
-        ("rename directory", Box::new(|| fs::rename(p("dir"), p("dir2")).unwrap())),
-        ("delete file", Box::new(|| fs::remove_file(p("b.txt")).unwrap())),
-        ("delete tree", Box::new(|| fs::remove_dir_all(p("dir2")).unwrap())),
+        (
+            "rename directory",
+            Box::new(|| fs::rename(p("dir"), p("dir2")).unwrap()),
+        ),
+        (
+            "delete file",
+            Box::new(|| fs::remove_file(p("b.txt")).unwrap()),
+        ),
+        (
+            "delete tree",
+            Box::new(|| fs::remove_dir_all(p("dir2")).unwrap()),
+        ),
         (
             "mkdir -p 20 deep with a file at every level",
             Box::new(|| {
@@ -145,7 +165,10 @@ fn a_thousand_file_burst_converges() {
     for i in 0..1000 {
         let dir = root.join(format!("d{}", i % 10));
         fs::create_dir_all(&dir).unwrap();
-        write(&dir.join(format!("file-{i}")), &vec![b'a' + (i % 26) as u8; 1024]);
+        write(
+            &dir.join(format!("file-{i}")),
+            &vec![b'a' + (i % 26) as u8; 1024],
+        );
     }
     c.wait_converged(Duration::from_secs(180));
     let rmdir: PathBuf = root.join("d3");
