@@ -130,3 +130,47 @@ fn a_killed_server_refuses_connections_and_fails_the_update() {
     );
     assert_eq!(tb.differences().unwrap(), Vec::<String>::new());
 }
+
+#[test]
+fn link_down_fails_the_isolated_nodes_own_connections_at_once() {
+    let tb = Testbed::start(TestbedOptions::nodes(2)).unwrap();
+    let _servers = tb.start_servers().unwrap();
+    let (n1, n2) = (tb.node(0), tb.node(1));
+    n2.link_down().unwrap();
+    let err = n2
+        .connect(csync2_port(n1), SOON)
+        .expect_err("no route while the link is down");
+    assert_eq!(err.kind(), std::io::ErrorKind::NetworkUnreachable, "{err}");
+}
+
+#[test]
+fn switch_port_down_cuts_both_directions_until_up() {
+    let tb = Testbed::start(TestbedOptions::nodes(2)).unwrap();
+    let _servers = tb.start_servers().unwrap();
+    let (n1, n2) = (tb.node(0), tb.node(1));
+    n2.switch_port_down().unwrap();
+    for (from, to) in [(n1, n2), (n2, n1)] {
+        let err = from
+            .connect(csync2_port(to), Duration::from_secs(1))
+            .expect_err("the cut hangs both ways");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::TimedOut,
+            "{} to {}: {err}",
+            from.name(),
+            to.name()
+        );
+    }
+    n2.switch_port_up().unwrap();
+    assert!(wait_until(SOON, || n2
+        .connect(csync2_port(n1), Duration::from_secs(1))
+        .is_ok()));
+    fs::write(n2.host_path("from-node2"), b"2").unwrap();
+    let out = n2.run_csync2(["-x"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tb.differences().unwrap(), Vec::<String>::new());
+}

@@ -345,6 +345,8 @@ impl Testbed {
                 name: name.clone(),
                 addr: node_addr(i),
                 netns: node_ns[i].clone(),
+                bridge_ns: bridge_ns.clone(),
+                bridge_port: format!("v{}", i + 1),
                 dir,
                 host_data_dir: node.data,
                 etc_dir: node.etc,
@@ -701,6 +703,8 @@ pub struct Node {
     name: String,
     addr: Ipv4Addr,
     netns: String,
+    bridge_ns: String,
+    bridge_port: String,
     dir: PathBuf,
     host_data_dir: PathBuf,
     etc_dir: PathBuf,
@@ -946,21 +950,36 @@ impl Node {
         ns::connect_in(&self.ns, to, timeout)
     }
 
-    /// Take its link down: connections to and from it hang, as with a
-    /// pulled cable.
+    /// Take its own link (`eth0`) down. Connections from other nodes to it
+    /// hang (as with a pulled cable; csync2 has no connect timeout), while
+    /// its own connections fail at once with "network unreachable" (its
+    /// route is gone). See [`switch_port_down`](Self::switch_port_down) for
+    /// a cut that hangs both ways.
     pub fn link_down(&self) -> Result<(), TestbedError> {
-        self.set_link("down")
+        self.set_link(&self.netns, "eth0", "down")
     }
 
-    /// Bring its link back up.
+    /// Bring its own link back up.
     pub fn link_up(&self) -> Result<(), TestbedError> {
-        self.set_link("up")
+        self.set_link(&self.netns, "eth0", "up")
     }
 
-    fn set_link(&self, state: &str) -> Result<(), TestbedError> {
+    /// Take the bridge's port to this node down (the switch side): the node
+    /// keeps its address and route, and connections hang in both
+    /// directions.
+    pub fn switch_port_down(&self) -> Result<(), TestbedError> {
+        self.set_link(&self.bridge_ns, &self.bridge_port, "down")
+    }
+
+    /// Bring the bridge's port to this node back up.
+    pub fn switch_port_up(&self) -> Result<(), TestbedError> {
+        self.set_link(&self.bridge_ns, &self.bridge_port, "up")
+    }
+
+    fn set_link(&self, netns: &str, dev: &str, state: &str) -> Result<(), TestbedError> {
         run_checked(
-            Command::new("ip").args(["-n", &self.netns, "link", "set", "eth0", state]),
-            &format!("ip -n {} link set eth0 {state}", self.netns),
+            Command::new("ip").args(["-n", netns, "link", "set", dev, state]),
+            &format!("ip -n {netns} link set {dev} {state}"),
         )
         .map(drop)
     }

@@ -102,15 +102,17 @@ pub(crate) fn create_mnt_uts(plan: &NsPlan, mnt_file: &Path, uts_file: &Path) ->
                         1 => "unshare(CLONE_NEWNS|CLONE_NEWUTS)".to_string(),
                         2 => "making / a slave mount".to_string(),
                         3 => "sethostname".to_string(),
-                        n => {
-                            let i = usize::from(n - 10);
-                            let (src, dst) = &plan.binds[i];
-                            format!(
+                        n => match usize::from(n)
+                            .checked_sub(10)
+                            .and_then(|i| plan.binds.get(i))
+                        {
+                            Some((src, dst)) => format!(
                                 "bind-mounting {} over {}",
                                 String::from_utf8_lossy(src.as_bytes()),
                                 String::from_utf8_lossy(dst.as_bytes())
-                            )
-                        }
+                            ),
+                            None => format!("step {n}"),
+                        },
                     };
                     Err(io::Error::new(
                         io::Error::from_raw_os_error(errno).kind(),
