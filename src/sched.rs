@@ -157,10 +157,13 @@ impl Scheduler {
     }
 
     /// `csync2 -u` for this peer finished; `errors` when it reported any.
+    /// The peer counts as clean until `csync2 -M` says otherwise (see
+    /// [`Scheduler::verified`]) or a check marks files dirty again.
     pub fn updated(&mut self, name: &str, errors: Option<String>) {
         self.verify_pending = true;
         if let Some(p) = self.get(name) {
             p.reach = Reach::Up;
+            p.dirty = false;
             if let Some(e) = errors {
                 p.last_error = Some(e);
             }
@@ -324,6 +327,19 @@ mod tests {
         assert!(s.due(now).is_empty());
         s.mark_all_dirty();
         assert_eq!(s.due(now), names(&["a", "b"]));
+    }
+
+    #[test]
+    fn an_updated_peer_is_not_due_again_before_verification() {
+        // Regression: peers stayed due after `csync2 -u`, so the daemon
+        // ran updates in a tight loop and never verified.
+        let now = Instant::now();
+        let mut s = Scheduler::new(&names(&["a"]), timing(), now, 1);
+        s.updated("a", None);
+        assert!(s.due(now).is_empty());
+        assert!(s.verify_pending());
+        s.mark_all_dirty();
+        assert_eq!(s.due(now), names(&["a"]));
     }
 
     #[test]
