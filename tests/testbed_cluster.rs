@@ -100,6 +100,30 @@ fn each_node_has_its_own_identity_and_data_at_the_common_path() {
                 node.name()
             );
         }
+        // The same node through nsenter, for code that can only prefix argv.
+        for (cmd, want) in [
+            (
+                vec![std::ffi::OsString::from("hostname")],
+                format!("{}\n", node.name()),
+            ),
+            (
+                vec!["cat".into(), path.clone().into_os_string()],
+                node.name().to_string(),
+            ),
+        ] {
+            let mut argv = node.nsenter_args();
+            argv.extend(cmd);
+            let out = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.stdout, want.as_bytes());
+        }
         let env = String::from_utf8(stdout_of(node, "env", &[])).unwrap();
         assert!(env.contains(&format!("CSYNC2_SYSTEM_DIR={}\n", node.etc_dir().display())));
     }
