@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
@@ -226,4 +227,52 @@ fn two_testbeds_at_once_stay_separate() {
     assert!(!b.node(1).host_path("only-in-a").exists());
     assert!(!b.node(0).host_path("only-in-a").exists());
     assert_eq!(b.differences().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn seed_from_copies_a_tree_exactly_and_seeds_every_database() {
+    let tb = Testbed::start(TestbedOptions::default()).unwrap();
+    let n1 = tb.node(0);
+    let names: [&[u8]; 3] = [b"plain", b"new\nline \xff", b"-dash"];
+    for (i, name) in names.iter().enumerate() {
+        let dir = n1.host_path(std::ffi::OsStr::from_bytes(name));
+        fs::create_dir(&dir).unwrap();
+        for j in 0..20 {
+            fs::write(dir.join(format!("f{j}")), format!("{i}/{j}")).unwrap();
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    symlink("plain/f1", n1.host_path("link")).unwrap();
+    assert!(!tb.differences().unwrap().is_empty());
+
+    tb.seed_from(0).unwrap();
+
+    let snaps = tb.snapshots().unwrap();
+    for (node, snap) in tb.nodes().iter().zip(&snaps).skip(1) {
+        let d = diff_trees_with(
+            ("node1", &snaps[0]),
+            (node.name(), snap),
+            DiffOptions { mtime: true },
+        );
+        assert_eq!(d, Vec::<String>::new());
+    }
+    for node in tb.nodes() {
+        assert_eq!(
+            node.dirty().unwrap(),
+            Vec::<Vec<u8>>::new(),
+            "{}",
+            node.name()
+        );
+    }
+    // The databases know the tree: an edit on node2 goes through.
+    let _servers = tb.start_servers().unwrap();
+    let n2 = tb.node(1);
+    fs::write(n2.host_path("plain/f3"), b"edited on node2, longer").unwrap();
+    let out = n2.run_csync2(["-x"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tb.differences().unwrap(), Vec::<String>::new());
 }
