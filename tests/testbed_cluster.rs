@@ -276,3 +276,17 @@ fn seed_from_copies_a_tree_exactly_and_seeds_every_database() {
     );
     assert_eq!(tb.differences().unwrap(), Vec::<String>::new());
 }
+
+#[test]
+fn write_all_refuses_paths_outside_the_data() {
+    let tb = Testbed::start(TestbedOptions::nodes(1)).unwrap();
+    for bad in ["/etc/evil", "../escape", "a/../../b", ""] {
+        match tb.write_all(bad, b"x") {
+            Err(TestbedError::OutsideData(p)) => assert_eq!(p, Path::new(bad)),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    assert!(!tb.node(0).dir().join("escape").exists());
+    tb.write_all("./ok/file", b"x").unwrap();
+    assert_eq!(fs::read(tb.node(0).host_path("ok/file")).unwrap(), b"x");
+}

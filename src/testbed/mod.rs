@@ -29,7 +29,7 @@ use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -88,6 +88,8 @@ pub enum TestbedError {
         after: Duration,
         differences: Vec<String>,
     },
+    #[error("{}: must be relative to the data path, without `..`", .0.display())]
+    OutsideData(PathBuf),
     #[error("tearing the testbed down left: {}", .0.join("; "))]
     Teardown(Vec<String>),
 }
@@ -523,6 +525,13 @@ impl Testbed {
     /// `content` on every node, with the same mtime everywhere.
     pub fn write_all(&self, rel: impl AsRef<Path>, content: &[u8]) -> Result<(), TestbedError> {
         let rel = rel.as_ref();
+        if rel.as_os_str().is_empty()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(TestbedError::OutsideData(rel.to_path_buf()));
+        }
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -625,6 +634,31 @@ impl Drop for Testbed {
         for p in self.teardown_inner() {
             tracing::warn!(id = %self.id, "testbed teardown: {p}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testbed_parts_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Testbed>();
+        shareable::<Node>();
+        shareable::<ProcessHandle>();
+        shareable::<TestbedError>();
+    }
+
+    #[test]
+    fn wait_until_polls_until_true_and_gives_up_after_the_timeout() {
+        let mut n = 0;
+        assert!(wait_until(Duration::from_secs(30), || {
+            n += 1;
+            n == 3
+        }));
+        assert_eq!(n, 3);
+        assert!(!wait_until(Duration::from_millis(20), || false));
     }
 }
 
@@ -757,7 +791,11 @@ impl Node {
         self.index
     }
 
-    /// Its address, 10.231.0.<index + 1> (reachable only from other nodes).
+    /// Its address, 10.231.0.<index + 1>. It exists only inside the
+    /// testbed's namespaces: reach it from another node
+    /// ([`connect`](Self::connect), [`command`](Self::command)), never from
+    /// the root namespace, where traffic to it would follow the host's
+    /// default route off the machine.
     pub fn addr(&self) -> IpAddr {
         IpAddr::V4(self.addr)
     }
