@@ -637,31 +637,6 @@ impl Drop for Testbed {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn testbed_parts_can_be_shared_between_threads() {
-        fn shareable<T: Send + Sync>() {}
-        shareable::<Testbed>();
-        shareable::<Node>();
-        shareable::<ProcessHandle>();
-        shareable::<TestbedError>();
-    }
-
-    #[test]
-    fn wait_until_polls_until_true_and_gives_up_after_the_timeout() {
-        let mut n = 0;
-        assert!(wait_until(Duration::from_secs(30), || {
-            n += 1;
-            n == 3
-        }));
-        assert_eq!(n, 3);
-        assert!(!wait_until(Duration::from_millis(20), || false));
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -1058,5 +1033,30 @@ impl Node {
             opt("--mount=", &ns_dir.join(format!("{}.mnt", self.name))),
             OsString::from("--"),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testbed_parts_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Testbed>();
+        shareable::<Node>();
+        shareable::<ProcessHandle>();
+        shareable::<TestbedError>();
+    }
+
+    #[test]
+    fn wait_until_polls_until_true_and_gives_up_after_the_timeout() {
+        let mut n = 0;
+        assert!(wait_until(Duration::from_secs(30), || {
+            n += 1;
+            n == 3
+        }));
+        assert_eq!(n, 3);
+        assert!(!wait_until(Duration::from_millis(20), || false));
     }
 }
