@@ -60,10 +60,16 @@ pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
-/// The owner file's text for this process.
-pub(crate) fn owner_text() -> String {
+/// The owner file's text for this process. Fails when its start time
+/// cannot be read: without it, sweepers would take the testbed for stale.
+pub(crate) fn owner_text() -> io::Result<String> {
     let pid = std::process::id() as i32;
-    format!("{pid} {}\n", process_start_time(pid).unwrap_or(0))
+    let start = process_start_time(pid).ok_or_else(|| {
+        io::Error::other(format!(
+            "cannot read the start time of process {pid} from /proc"
+        ))
+    })?;
+    Ok(format!("{pid} {start}\n"))
 }
 
 /// Is the process that wrote `run_dir/owner` still alive?

@@ -666,7 +666,13 @@ fn new_run_dir(base: &Path) -> Result<(String, PathBuf), TestbedError> {
             Ok(()) => {
                 fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
                     .map_err(io_err(format!("chmod {}", dir.display())))?;
-                write_file(&dir.join("owner"), cleanup::owner_text().as_bytes())?;
+                let owner = cleanup::owner_text()
+                    .map_err(io_err(format!("recording the owner of {}", dir.display())));
+                let written = owner.and_then(|t| write_file(&dir.join("owner"), t.as_bytes()));
+                if let Err(e) = written {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
                 return Ok((id, dir));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
