@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
@@ -99,6 +100,30 @@ fn each_node_has_its_own_identity_and_data_at_the_common_path() {
                 other.name(),
                 node.name()
             );
+        }
+        // The same node through nsenter, for code that can only prefix argv.
+        for (cmd, want) in [
+            (
+                vec![std::ffi::OsString::from("hostname")],
+                format!("{}\n", node.name()),
+            ),
+            (
+                vec!["cat".into(), path.clone().into_os_string()],
+                node.name().to_string(),
+            ),
+        ] {
+            let mut argv = node.nsenter_args();
+            argv.extend(cmd);
+            let out = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.stdout, want.as_bytes());
         }
         let env = String::from_utf8(stdout_of(node, "env", &[])).unwrap();
         assert!(env.contains(&format!("CSYNC2_SYSTEM_DIR={}\n", node.etc_dir().display())));
@@ -202,4 +227,66 @@ fn two_testbeds_at_once_stay_separate() {
     assert!(!b.node(1).host_path("only-in-a").exists());
     assert!(!b.node(0).host_path("only-in-a").exists());
     assert_eq!(b.differences().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn seed_from_copies_a_tree_exactly_and_seeds_every_database() {
+    let tb = Testbed::start(TestbedOptions::default()).unwrap();
+    let n1 = tb.node(0);
+    let names: [&[u8]; 3] = [b"plain", b"new\nline \xff", b"-dash"];
+    for (i, name) in names.iter().enumerate() {
+        let dir = n1.host_path(std::ffi::OsStr::from_bytes(name));
+        fs::create_dir(&dir).unwrap();
+        for j in 0..20 {
+            fs::write(dir.join(format!("f{j}")), format!("{i}/{j}")).unwrap();
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    symlink("plain/f1", n1.host_path("link")).unwrap();
+    assert!(!tb.differences().unwrap().is_empty());
+
+    tb.seed_from(0).unwrap();
+
+    let snaps = tb.snapshots().unwrap();
+    for (node, snap) in tb.nodes().iter().zip(&snaps).skip(1) {
+        let d = diff_trees_with(
+            ("node1", &snaps[0]),
+            (node.name(), snap),
+            DiffOptions { mtime: true },
+        );
+        assert_eq!(d, Vec::<String>::new());
+    }
+    for node in tb.nodes() {
+        assert_eq!(
+            node.dirty().unwrap(),
+            Vec::<Vec<u8>>::new(),
+            "{}",
+            node.name()
+        );
+    }
+    // The databases know the tree: an edit on node2 goes through.
+    let _servers = tb.start_servers().unwrap();
+    let n2 = tb.node(1);
+    fs::write(n2.host_path("plain/f3"), b"edited on node2, longer").unwrap();
+    let out = n2.run_csync2(["-x"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tb.differences().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn write_all_refuses_paths_outside_the_data() {
+    let tb = Testbed::start(TestbedOptions::nodes(1)).unwrap();
+    for bad in ["/etc/evil", "../escape", "a/../../b", ""] {
+        match tb.write_all(bad, b"x") {
+            Err(TestbedError::OutsideData(p)) => assert_eq!(p, Path::new(bad)),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    assert!(!tb.node(0).dir().join("escape").exists());
+    tb.write_all("./ok/file", b"x").unwrap();
+    assert_eq!(fs::read(tb.node(0).host_path("ok/file")).unwrap(), b"x");
 }

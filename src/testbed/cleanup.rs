@@ -60,10 +60,16 @@ pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
-/// The owner file's text for this process.
-pub(crate) fn owner_text() -> String {
+/// The owner file's text for this process. Fails when its start time
+/// cannot be read: without it, sweepers would take the testbed for stale.
+pub(crate) fn owner_text() -> io::Result<String> {
     let pid = std::process::id() as i32;
-    format!("{pid} {}\n", process_start_time(pid).unwrap_or(0))
+    let start = process_start_time(pid).ok_or_else(|| {
+        io::Error::other(format!(
+            "cannot read the start time of process {pid} from /proc"
+        ))
+    })?;
+    Ok(format!("{pid} {start}\n"))
 }
 
 /// Is the process that wrote `run_dir/owner` still alive?
@@ -124,24 +130,30 @@ pub(crate) fn sweep_locked(base: &Path) -> Vec<String> {
             }
         }
     }
-    // Namespaces and data paths whose run directory is gone.
+    // Namespaces and data paths whose run directory is gone (only names of
+    // exactly our shape: `csw-<pid>-<n>-br`, `csw-<pid>-<n>-n<i>`,
+    // `/srv/csw-<pid>-<n>`).
     let mut orphans: Vec<String> = Vec::new();
     for name in dir_names(Path::new(NETNS_DIR)) {
-        if let Some(id) = name
+        if let Some((id, what)) = name
             .strip_prefix(NETNS_PREFIX)
             .and_then(|rest| rest.rsplit_once('-'))
-            .map(|(id, _)| id.to_string())
         {
-            orphans.push(id);
+            let node = what
+                .strip_prefix('n')
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+            if is_id(id) && (what == "br" || node) {
+                orphans.push(id.to_string());
+            }
         }
     }
     for name in dir_names(Path::new(DATA_PARENT)) {
-        if let Some(id) = name.strip_prefix(NETNS_PREFIX) {
+        if let Some(id) = name.strip_prefix(NETNS_PREFIX).filter(|id| is_id(id)) {
             orphans.push(id.to_string());
         }
     }
     for id in orphans {
-        if !id.is_empty() && !base.join(&id).exists() && !stale.contains(&id) {
+        if !base.join(&id).exists() && !stale.contains(&id) {
             stale.push(id);
         }
     }
@@ -153,6 +165,13 @@ pub(crate) fn sweep_locked(base: &Path) -> Vec<String> {
         removed.push(id);
     }
     removed
+}
+
+/// Is `s` a testbed id, `<pid>-<n>`?
+pub(crate) fn is_id(s: &str) -> bool {
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    s.split_once('-')
+        .is_some_and(|(pid, n)| digits(pid) && digits(n))
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {
@@ -403,6 +422,14 @@ mod tests {
         // A backslash not followed by three octal digits stays.
         assert_eq!(unescape_mountinfo(br"/x\9"), PathBuf::from(r"/x\9"));
         assert_eq!(unescape_mountinfo(br"/x\04"), PathBuf::from(r"/x\04"));
+    }
+
+    #[test]
+    fn only_names_of_our_shape_are_testbed_ids() {
+        assert!(is_id("123-4"));
+        for s in ["", "123", "123-", "-4", "a-1", "1-2-3", "12 -3"] {
+            assert!(!is_id(s), "{s:?}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -88,6 +88,8 @@ pub enum TestbedError {
         after: Duration,
         differences: Vec<String>,
     },
+    #[error("{}: must be relative to the data path, without `..`", .0.display())]
+    OutsideData(PathBuf),
     #[error("tearing the testbed down left: {}", .0.join("; "))]
     Teardown(Vec<String>),
 }
@@ -500,10 +502,36 @@ impl Testbed {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Make every node's data a copy of node `from`'s (`cp -a`: content,
+    /// modes, owners, mtimes, symlinks, special files; entries only the
+    /// other nodes have stay), then [`init_databases`](Self::init_databases).
+    /// For trees too big to build file by file on every node.
+    pub fn seed_from(&self, from: usize) -> Result<(), TestbedError> {
+        let src = self.nodes[from].host_data_dir.join(".");
+        for node in self.nodes.iter().filter(|n| n.index != from) {
+            run_checked(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg("--")
+                    .arg(&src)
+                    .arg(&node.host_data_dir),
+                &format!("copying {}'s data to {}", self.nodes[from].name, node.name),
+            )?;
+        }
+        self.init_databases()
+    }
+
     /// Write `rel` (relative to the data path; parents created) with
     /// `content` on every node, with the same mtime everywhere.
     pub fn write_all(&self, rel: impl AsRef<Path>, content: &[u8]) -> Result<(), TestbedError> {
         let rel = rel.as_ref();
+        if rel.as_os_str().is_empty()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(TestbedError::OutsideData(rel.to_path_buf()));
+        }
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -638,7 +666,13 @@ fn new_run_dir(base: &Path) -> Result<(String, PathBuf), TestbedError> {
             Ok(()) => {
                 fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
                     .map_err(io_err(format!("chmod {}", dir.display())))?;
-                write_file(&dir.join("owner"), cleanup::owner_text().as_bytes())?;
+                let owner = cleanup::owner_text()
+                    .map_err(io_err(format!("recording the owner of {}", dir.display())));
+                let written = owner.and_then(|t| write_file(&dir.join("owner"), t.as_bytes()));
+                if let Err(e) = written {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
                 return Ok((id, dir));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -738,7 +772,11 @@ impl Node {
         self.index
     }
 
-    /// Its address, 10.231.0.<index + 1> (reachable only from other nodes).
+    /// Its address, 10.231.0.<index + 1>. It exists only inside the
+    /// testbed's namespaces: reach it from another node
+    /// ([`connect`](Self::connect), [`command`](Self::command)), never from
+    /// the root namespace, where traffic to it would follow the host's
+    /// default route off the machine.
     pub fn addr(&self) -> IpAddr {
         IpAddr::V4(self.addr)
     }
@@ -1001,5 +1039,30 @@ impl Node {
             opt("--mount=", &ns_dir.join(format!("{}.mnt", self.name))),
             OsString::from("--"),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testbed_parts_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Testbed>();
+        shareable::<Node>();
+        shareable::<ProcessHandle>();
+        shareable::<TestbedError>();
+    }
+
+    #[test]
+    fn wait_until_polls_until_true_and_gives_up_after_the_timeout() {
+        let mut n = 0;
+        assert!(wait_until(Duration::from_secs(30), || {
+            n += 1;
+            n == 3
+        }));
+        assert_eq!(n, 3);
+        assert!(!wait_until(Duration::from_millis(20), || false));
     }
 }
