@@ -430,8 +430,49 @@ impl Daemon {
         Ok(())
     }
 
+    /// Files the local server received: csync2 recorded them as it wrote
+    /// them, so their own events need no check, and they must never be
+    /// forced dirty (that would push them back). A receipt is only
+    /// believed if the file has not changed since the server was done.
+    fn absorb_receipts(&mut self) {
+        let receipts = self.server.take_receipts();
+        if receipts.is_empty() {
+            return;
+        }
+        let now_sec = unix_now_secs();
+        // ctime has the kernel's coarse clock (a few ms).
+        let slack = Duration::from_millis(20);
+        for r in receipts {
+            let Some(path) = self.real_path(&r.name) else {
+                continue;
+            };
+            let snap = Snapshot::lstat(&path);
+            let untouched_since = snap.as_ref().is_none_or(|s| s.ctime() <= r.done_at + slack);
+            if untouched_since {
+                self.cache.record_received(path, snap, now_sec);
+            }
+        }
+    }
+
+    /// The real path behind a name csync2 printed (`%prefix%/rest` or real).
+    fn real_path(&self, name: &[u8]) -> Option<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        if name.first() == Some(&b'%') {
+            let real = self
+                .plan
+                .rules()
+                .prefixes()
+                .iter()
+                .find_map(|p| p.decode(name))?;
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&real)))
+        } else {
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(name)))
+        }
+    }
+
     /// Take in everything that arrived: changes, signals, probe results.
     fn collect(&mut self) {
+        self.absorb_receipts();
         while let Ok(sig) = self.signals.try_recv() {
             self.on_signal(sig);
         }
@@ -737,13 +778,15 @@ impl Daemon {
         self.set_state("checking");
         let started = Instant::now();
 
+        self.absorb_receipts();
+        let unattributed = self.server.unattributed();
         let mut check = Vec::new();
         let mut mark = Vec::new();
         let mut pre = Vec::new();
         let mut skipped = 0u64;
         for p in batch.entries.iter().chain(&batch.dirs) {
             let snap = Snapshot::lstat(p);
-            match self.cache.classify(p, snap.as_ref()) {
+            match self.cache.classify(p, snap.as_ref(), unattributed) {
                 Decision::Skip => skipped += 1,
                 Decision::Check => check.push(p.clone()),
                 Decision::CheckAndMark => {

@@ -12,7 +12,12 @@
 //!   record) and then force it dirty with `csync2 -m`, so no edit is lost.
 //!
 //! A check is only trusted when the pre- and post-stat agree (the path did
-//! not change while csync2 ran). Without a trusted record, a regular file
+//! not change while csync2 ran). A file the local csync2 server received
+//! from a peer is recorded as trusted too (csync2 recorded it as it wrote
+//! it), so its own write is skipped and never pushed back. Server activity
+//! that cannot be pinned to a file ("unattributed") turns a would-be
+//! mark into a plain check: forcing a received file dirty would push it
+//! back to where it came from, maybe over newer content there. Without a trusted record, a regular file
 //! is at risk when its mtime second is not later than the end of the last
 //! check run that covered it (a full check, a recursive check of an
 //! ancestor, or a check of the path itself). Bounded: evicted records raise
@@ -21,6 +26,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The parts of a stat that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +77,12 @@ impl Snapshot {
             .map(|m| Snapshot::of(&m))
     }
 
+    /// The inode's change time as wall-clock time.
+    pub fn ctime(&self) -> SystemTime {
+        let secs = Duration::from_secs(self.ctime_sec.max(0) as u64);
+        UNIX_EPOCH + secs + Duration::from_nanos(self.ctime_nsec.max(0) as u64)
+    }
+
     pub fn is_regular(&self) -> bool {
         self.mode & S_IFMT == S_IFREG
     }
@@ -115,17 +127,20 @@ struct Record {
     seen: Option<Option<Snapshot>>,
     /// Wall-clock second in which the covering check run ended.
     end_sec: i64,
+    /// When the record was made.
+    at: Instant,
 }
 
 /// The cache.
 #[derive(Debug)]
 pub struct StatCache {
     records: HashMap<PathBuf, Record>,
-    /// Recent recursive checks: (directory, end second).
-    trees: Vec<(PathBuf, i64)>,
+    /// Recent recursive checks: (directory, end second, when).
+    trees: Vec<(PathBuf, i64, Instant)>,
     /// Every path was covered by a check ending no earlier than this
     /// second (a full check), or a forgotten record ended then.
     floor_sec: i64,
+    floor_at: Option<Instant>,
     capacity: usize,
     tree_capacity: usize,
 }
@@ -137,6 +152,7 @@ impl StatCache {
             records: HashMap::new(),
             trees: Vec::new(),
             floor_sec: i64::MIN,
+            floor_at: None,
             capacity: capacity.max(1),
             tree_capacity: 256,
         }
@@ -151,13 +167,33 @@ impl StatCache {
     }
 
     /// Decide for `path`, whose current lstat is `now` (`None`: gone).
-    pub fn classify(&self, path: &Path, now: Option<&Snapshot>) -> Decision {
+    /// `unattributed` is the last time the local csync2 server did
+    /// something that could not be pinned to a file: a mark based on
+    /// records older than that becomes a plain check.
+    pub fn classify(
+        &self,
+        path: &Path,
+        now: Option<&Snapshot>,
+        unattributed: Option<Instant>,
+    ) -> Decision {
+        let (decision, basis) = self.classify_inner(path, now);
+        match (decision, basis, unattributed) {
+            (Decision::CheckAndMark, Some(basis), Some(u)) if u >= basis => Decision::Check,
+            (Decision::CheckAndMark, None, Some(_)) => Decision::Check,
+            _ => decision,
+        }
+    }
+
+    /// The decision, and when the records it rests on were made.
+    fn classify_inner(&self, path: &Path, now: Option<&Snapshot>) -> (Decision, Option<Instant>) {
         let record = self.records.get(path);
         if let Some(Record {
-            seen: Some(seen), ..
+            seen: Some(seen),
+            at,
+            ..
         }) = record
         {
-            return match (seen, now) {
+            let d = match (seen, now) {
                 (None, None) => Decision::Skip,
                 (Some(seen), Some(now)) if now.unchanged_since(seen) => Decision::Skip,
                 (Some(seen), Some(now)) if now.visible() == seen.visible() => {
@@ -176,23 +212,29 @@ impl StatCache {
                 }
                 _ => Decision::Check,
             };
+            return (d, Some(*at));
         }
         let Some(now) = now else {
-            return Decision::Check;
+            return (Decision::Check, None);
         };
         let mut cover = self.floor_sec;
+        let mut basis = self.floor_at;
+        let mut later = |sec: i64, at: Instant| {
+            cover = cover.max(sec);
+            basis = Some(basis.map_or(at, |b| b.max(at)));
+        };
         if let Some(r) = record {
-            cover = cover.max(r.end_sec);
+            later(r.end_sec, r.at);
         }
-        for (dir, end) in &self.trees {
+        for (dir, end, at) in &self.trees {
             if path.starts_with(dir) {
-                cover = cover.max(*end);
+                later(*end, *at);
             }
         }
         if now.is_regular() && now.mtime_sec <= cover {
-            Decision::CheckAndMark
+            (Decision::CheckAndMark, basis)
         } else {
-            Decision::Check
+            (Decision::Check, basis)
         }
     }
 
@@ -226,8 +268,15 @@ impl StatCache {
             Record {
                 seen: trusted.then_some(post),
                 end_sec,
+                at: Instant::now(),
             },
         );
+    }
+
+    /// The local csync2 server wrote `path` (now `snap`; `None`: it
+    /// deleted it) and recorded it in csync2's database.
+    pub fn record_received(&mut self, path: PathBuf, snap: Option<Snapshot>, now_sec: i64) {
+        self.record(path, snap, snap, now_sec);
     }
 
     /// A recursive check of `dir` ended in second `end_sec`: every path
@@ -236,21 +285,27 @@ impl StatCache {
         self.records.retain(|p, _| !p.starts_with(&dir));
         if self.trees.len() >= self.tree_capacity {
             let evicted = self.trees.remove(0);
-            self.floor_sec = self.floor_sec.max(evicted.1);
+            self.raise_floor(evicted.1, evicted.2);
         }
-        self.trees.push((dir, end_sec));
+        self.trees.push((dir, end_sec, Instant::now()));
     }
 
     /// A full check (`csync2 -cr /`) ended in second `end_sec`.
     pub fn record_full(&mut self, end_sec: i64) {
         self.records.clear();
         self.trees.clear();
-        self.floor_sec = self.floor_sec.max(end_sec);
+        self.raise_floor(end_sec, Instant::now());
+    }
+
+    fn raise_floor(&mut self, sec: i64, at: Instant) {
+        self.floor_sec = self.floor_sec.max(sec);
+        self.floor_at = Some(self.floor_at.map_or(at, |f| f.max(at)));
     }
 
     fn evict_all(&mut self) {
-        for r in self.records.values() {
-            self.floor_sec = self.floor_sec.max(r.end_sec);
+        let evicted: Vec<(i64, Instant)> = self.records.values().map(|r| (r.end_sec, r.at)).collect();
+        for (sec, at) in evicted {
+            self.raise_floor(sec, at);
         }
         self.records.clear();
     }
@@ -283,7 +338,7 @@ mod tests {
         c.record("/d/f".into(), Some(seen), Some(seen), 100);
         let rewritten = file(7, 5, (100, 700), (100, 700));
         assert_eq!(
-            c.classify(Path::new("/d/f"), Some(&rewritten)),
+            c.classify(Path::new("/d/f"), Some(&rewritten), None),
             Decision::CheckAndMark
         );
     }
@@ -293,7 +348,7 @@ mod tests {
         let mut c = StatCache::new(10);
         let seen = file(7, 5, (100, 1), (100, 1));
         c.record("/d/f".into(), Some(seen), Some(seen), 101);
-        assert_eq!(c.classify(Path::new("/d/f"), Some(&seen)), Decision::Skip);
+        assert_eq!(c.classify(Path::new("/d/f"), Some(&seen), None), Decision::Skip);
     }
 
     #[test]
@@ -302,9 +357,9 @@ mod tests {
         let seen = file(7, 5, (100, 1), (100, 1));
         c.record("/d/f".into(), Some(seen), Some(seen), 100);
         let grown = file(7, 6, (100, 9), (100, 9));
-        assert_eq!(c.classify(Path::new("/d/f"), Some(&grown)), Decision::Check);
+        assert_eq!(c.classify(Path::new("/d/f"), Some(&grown), None), Decision::Check);
         let later = file(7, 5, (101, 0), (101, 0));
-        assert_eq!(c.classify(Path::new("/d/f"), Some(&later)), Decision::Check);
+        assert_eq!(c.classify(Path::new("/d/f"), Some(&later), None), Decision::Check);
     }
 
     #[test]
@@ -316,12 +371,12 @@ mod tests {
         // csync2 may have seen either; the current state has the same
         // mtime second as the check's end: at risk.
         assert_eq!(
-            c.classify(Path::new("/d/f"), Some(&post)),
+            c.classify(Path::new("/d/f"), Some(&post), None),
             Decision::CheckAndMark
         );
         let next_second = file(7, 5, (101, 0), (101, 0));
         assert_eq!(
-            c.classify(Path::new("/d/f"), Some(&next_second)),
+            c.classify(Path::new("/d/f"), Some(&next_second), None),
             Decision::Check
         );
     }
@@ -333,20 +388,20 @@ mod tests {
         let old = file(7, 5, (50, 0), (120, 0)); // chmod of an old file
         let fresh = file(8, 5, (130, 0), (130, 0));
         assert_eq!(
-            c.classify(Path::new("/d/old"), Some(&old)),
+            c.classify(Path::new("/d/old"), Some(&old), None),
             Decision::CheckAndMark
         );
         assert_eq!(
-            c.classify(Path::new("/d/new"), Some(&fresh)),
+            c.classify(Path::new("/d/new"), Some(&fresh), None),
             Decision::Check
         );
         c.record_tree("/d".into(), 130);
         assert_eq!(
-            c.classify(Path::new("/d/new"), Some(&fresh)),
+            c.classify(Path::new("/d/new"), Some(&fresh), None),
             Decision::CheckAndMark
         );
         assert_eq!(
-            c.classify(Path::new("/e/new"), Some(&fresh)),
+            c.classify(Path::new("/e/new"), Some(&fresh), None),
             Decision::Check
         );
     }
@@ -354,12 +409,12 @@ mod tests {
     #[test]
     fn deletions_are_checked_once() {
         let mut c = StatCache::new(10);
-        assert_eq!(c.classify(Path::new("/d/gone"), None), Decision::Check);
+        assert_eq!(c.classify(Path::new("/d/gone"), None, None), Decision::Check);
         c.record("/d/gone".into(), None, None, 100);
-        assert_eq!(c.classify(Path::new("/d/gone"), None), Decision::Skip);
+        assert_eq!(c.classify(Path::new("/d/gone"), None, None), Decision::Skip);
         let back = file(9, 1, (100, 0), (100, 0));
         assert_eq!(
-            c.classify(Path::new("/d/gone"), Some(&back)),
+            c.classify(Path::new("/d/gone"), Some(&back), None),
             Decision::Check
         );
     }
@@ -370,14 +425,53 @@ mod tests {
         c.record_full(100);
         let mut dir = file(3, 4096, (50, 0), (150, 0));
         dir.mode = S_IFDIR | 0o755;
-        assert_eq!(c.classify(Path::new("/d"), Some(&dir)), Decision::Check);
+        assert_eq!(c.classify(Path::new("/d"), Some(&dir), None), Decision::Check);
         c.record("/d".into(), Some(dir), Some(dir), 150);
         let mut touched = dir;
         touched.ctime_sec = 160;
         touched.mtime_sec = 160;
-        assert_eq!(c.classify(Path::new("/d"), Some(&touched)), Decision::Skip);
+        assert_eq!(c.classify(Path::new("/d"), Some(&touched), None), Decision::Skip);
         touched.mode = S_IFDIR | 0o700;
-        assert_eq!(c.classify(Path::new("/d"), Some(&touched)), Decision::Check);
+        assert_eq!(c.classify(Path::new("/d"), Some(&touched), None), Decision::Check);
+    }
+
+    #[test]
+    fn a_received_file_is_skipped_and_a_local_rewrite_after_it_marked() {
+        let mut c = StatCache::new(10);
+        let received = file(7, 5, (100, 100), (100, 200));
+        c.record_received("/d/f".into(), Some(received), 100);
+        assert_eq!(c.classify(Path::new("/d/f"), Some(&received), None), Decision::Skip);
+        let local = file(7, 5, (100, 900), (100, 900));
+        assert_eq!(
+            c.classify(Path::new("/d/f"), Some(&local), None),
+            Decision::CheckAndMark
+        );
+    }
+
+    #[test]
+    fn unattributed_server_activity_never_lets_a_received_file_echo() {
+        // Regression: a file a peer pushed here, rewritten there within the
+        // same second at the same size, was forced dirty here and pushed
+        // back over the peer's newer content.
+        let mut c = StatCache::new(10);
+        let seen = file(7, 5, (100, 100), (100, 100));
+        c.record("/d/f".into(), Some(seen), Some(seen), 100);
+        let pushed_here = file(7, 5, (100, 600), (100, 650));
+        let before = Instant::now();
+        assert_eq!(
+            c.classify(Path::new("/d/f"), Some(&pushed_here), Some(before)),
+            Decision::Check
+        );
+        c.record_full(100);
+        let old = file(8, 5, (50, 0), (120, 0));
+        assert_eq!(
+            c.classify(Path::new("/d/g"), Some(&old), Some(Instant::now())),
+            Decision::Check
+        );
+        assert_eq!(
+            c.classify(Path::new("/d/g"), Some(&old), None),
+            Decision::CheckAndMark
+        );
     }
 
     #[test]
@@ -389,7 +483,7 @@ mod tests {
         c.record("/c".into(), Some(a), Some(a), 100); // evicts /a and /b
         assert_eq!(c.len(), 1);
         assert_eq!(
-            c.classify(Path::new("/a"), Some(&a)),
+            c.classify(Path::new("/a"), Some(&a), None),
             Decision::CheckAndMark
         );
     }

@@ -32,6 +32,17 @@
 //!   `/proc/net/snmp` (tens of µs) and walks the socket table only when
 //!   an inbound connection was established since the last walk or the
 //!   last walk found one.
+//!
+//! Receipts (managed only): each per-connection child also prints
+//! `<PID> Updated NAME from PEER.` once it has written NAME and recorded it
+//! in csync2's database; the owner, mode and times of that file follow
+//! before the child says anything else. So when the same child's next line
+//! arrives, NAME is final: a [`Receipt`] says "the server wrote this, and
+//! csync2 recorded it, by this wall-clock time". The daemon uses receipts
+//! to tell files peers pushed here from local edits (never pushing a
+//! received file back). A line it cannot read as a receipt (a file name
+//! with a newline breaks it in two) makes [`LocalServer::unattributed`]
+//! move on instead.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -40,7 +51,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 mod sockets;
 
@@ -79,6 +90,22 @@ pub enum ServerError {
     },
 }
 
+/// A file the local server received from a peer and recorded in csync2's
+/// database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The name as csync2 gave it: a real path, or `%prefix%/rest`.
+    pub name: Vec<u8>,
+    /// The peer that pushed it.
+    pub peer: String,
+    /// By this wall-clock time the server was done with the file.
+    pub done_at: SystemTime,
+}
+
+/// Most receipts kept for the daemon (older ones are dropped and counted
+/// as unattributed activity).
+const MAX_RECEIPTS: usize = 100_000;
+
 /// What `status` shows about the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStatus {
@@ -104,6 +131,12 @@ struct State {
     /// `Connection closed.`.
     sessions: HashMap<u32, Instant>,
     last_active: Option<Instant>,
+    /// Per session: the file it last said `Updated` about, not final yet.
+    pending: HashMap<u32, (Vec<u8>, String)>,
+    /// Final receipts not yet taken by the daemon.
+    receipts: Vec<Receipt>,
+    /// Server activity that could not be pinned to a file.
+    unattributed: Option<Instant>,
     /// The first server process exited before listening: its status and
     /// stderr.
     start_failure: Option<(String, String)>,
@@ -243,6 +276,26 @@ impl LocalServer {
         self.inner.check().0
     }
 
+    /// Files the server received since the last call (managed only).
+    pub fn take_receipts(&self) -> Vec<Receipt> {
+        let mut st = self.inner.state.lock().unwrap();
+        st.finish_dead_sessions();
+        std::mem::take(&mut st.receipts)
+    }
+
+    /// The last time the server did something that could not be pinned to
+    /// a file: any activity at all for an external server (it is only seen
+    /// through the socket table), a line that was not a readable receipt
+    /// for a managed one.
+    pub fn unattributed(&self) -> Option<Instant> {
+        let st = self.inner.state.lock().unwrap();
+        if self.inner.managed {
+            st.unattributed
+        } else {
+            st.last_active
+        }
+    }
+
     /// When the server was last seen serving.
     pub fn last_active(&self) -> Option<Instant> {
         self.inner.check();
@@ -379,6 +432,7 @@ impl Inner {
             // Sessions whose child is gone ended without a word.
             st.sessions
                 .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            st.finish_dead_sessions();
             children = children.max(st.sessions.len());
             if children > 0 {
                 st.last_active = Some(Instant::now());
@@ -414,6 +468,17 @@ impl Inner {
         match child {
             Some(pid) => {
                 st.last_active = Some(now);
+                if let Some((name, peer)) = st.pending.remove(&pid) {
+                    st.push_receipt(name, peer);
+                }
+                if let Some(rest) = text.strip_prefix(b"Updated ") {
+                    match parse_updated(rest) {
+                        Some((name, peer)) => {
+                            st.pending.insert(pid, (name, peer));
+                        }
+                        None => st.unattributed = Some(now),
+                    }
+                }
                 if text.starts_with(b"New connection from ") {
                     st.sessions.insert(pid, now);
                     tracing::debug!(pid, "csync2 server: {shown}");
@@ -427,6 +492,9 @@ impl Inner {
                 }
             }
             None => {
+                // Not a line a child starts: the rest of a line broken by
+                // a newline in a file name, or the server's own message.
+                st.unattributed = Some(now);
                 if text.starts_with(b"Listening on ") {
                     if st.generation == generation {
                         st.listening = true;
@@ -440,6 +508,47 @@ impl Inner {
         drop(st);
         self.changed.notify_all();
     }
+}
+
+impl State {
+    fn push_receipt(&mut self, name: Vec<u8>, peer: String) {
+        if self.receipts.len() >= MAX_RECEIPTS {
+            self.receipts.clear();
+            self.unattributed = Some(Instant::now());
+        }
+        self.receipts.push(Receipt {
+            name,
+            peer,
+            done_at: SystemTime::now(),
+        });
+    }
+
+    /// A child that exited without another line: its last file is final.
+    fn finish_dead_sessions(&mut self) {
+        let dead: Vec<u32> = self
+            .pending
+            .keys()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .copied()
+            .collect();
+        for pid in dead {
+            if let Some((name, peer)) = self.pending.remove(&pid) {
+                self.push_receipt(name, peer);
+            }
+        }
+    }
+}
+
+/// `NAME from PEER.` (the rest of an `Updated` line). Peer names never
+/// contain spaces; file names may contain " from ".
+fn parse_updated(rest: &[u8]) -> Option<(Vec<u8>, String)> {
+    let rest = rest.strip_suffix(b".")?;
+    let at = rest.windows(6).rposition(|w| w == b" from ")?;
+    let (name, peer) = (&rest[..at], &rest[at + 6..]);
+    if name.is_empty() || peer.is_empty() || peer.contains(&b' ') {
+        return None;
+    }
+    Some((name.to_vec(), String::from_utf8_lossy(peer).into_owned()))
 }
 
 /// `<PID> rest` as printed by csync2's per-connection children.
@@ -704,6 +813,20 @@ fn poll_loop(inner: Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn updated_lines_name_the_file_and_the_peer() {
+        assert_eq!(
+            parse_updated(b"/d/a from b.txt from node1."),
+            Some((b"/d/a from b.txt".to_vec(), "node1".to_string()))
+        );
+        assert_eq!(
+            parse_updated(b"%p%/x\xff from n2."),
+            Some((b"%p%/x\xff".to_vec(), "n2".to_string()))
+        );
+        assert_eq!(parse_updated(b"/d/half-a-name"), None);
+        assert_eq!(parse_updated(b" from n1."), None);
+    }
 
     #[test]
     fn pid_prefix() {
