@@ -31,7 +31,7 @@ use crate::runner::{Csync2, Limits, RunError, UpdateOutcome};
 use crate::sched::{Reach, Scheduler, Timing};
 use crate::server::LocalServer;
 use crate::settings::{ServerMode, Settings};
-use crate::statcache::{Decision, Snapshot, StatCache};
+use crate::statcache::{Decision, Run, Snapshot, StatCache};
 use crate::status::{self, Counters, PeerStatus, RunInfo, Status};
 use crate::watch::{ChangeKind, FullCheckReason, TreeFilter, WatchOptions, WatchStats, Watcher};
 
@@ -264,10 +264,6 @@ fn seed_for(node: &str) -> u64 {
     h ^ u64::from(std::process::id()) ^ status::unix_now()
 }
 
-fn unix_now_secs() -> i64 {
-    status::unix_now() as i64
-}
-
 struct Daemon {
     opts: Options,
     plan: Arc<Plan>,
@@ -435,13 +431,17 @@ impl Daemon {
     /// forced dirty (that would push them back). A receipt is only
     /// believed if the file has not changed since the server was done.
     fn absorb_receipts(&mut self) {
+        if self.server.take_marked() {
+            debug!("the csync2 server marked files dirty: updating the peers");
+            self.sched.mark_all_dirty();
+        }
         let receipts = self.server.take_receipts();
         if receipts.is_empty() {
             return;
         }
-        let now_sec = unix_now_secs();
         // ctime has the kernel's coarse clock (a few ms).
         let slack = Duration::from_millis(20);
+        let (mut believed, mut changed_since) = (0usize, 0usize);
         for r in receipts {
             let Some(path) = self.real_path(&r.name) else {
                 continue;
@@ -449,9 +449,19 @@ impl Daemon {
             let snap = Snapshot::lstat(&path);
             let untouched_since = snap.as_ref().is_none_or(|s| s.ctime() <= r.done_at + slack);
             if untouched_since {
-                self.cache.record_received(path, snap, now_sec);
+                believed += 1;
+                self.cache.record_received(path, snap, r.done_at);
+            } else {
+                changed_since += 1;
+                debug!(
+                    path = %display_bytes(&path),
+                    ctime = ?snap.map(|s| s.ctime()),
+                    done_at = ?r.done_at,
+                    "received file changed since the server was done with it"
+                );
             }
         }
+        debug!(believed, changed_since, "receipts from the csync2 server");
     }
 
     /// The real path behind a name csync2 printed (`%prefix%/rest` or real).
@@ -685,11 +695,12 @@ impl Daemon {
         self.set_state("full-check");
         info!("full check ({reasons})");
         let started = Instant::now();
+        let run = Run::begin();
         let result = match &req.scopes {
             None => self.csync2.check_all(self.limits),
             Some(dirs) => self.csync2.check(dirs, true, self.limits),
         };
-        let end_sec = unix_now_secs();
+        let run = run.ended();
         let millis = started.elapsed().as_millis() as u64;
         match result {
             Ok(outcome) => {
@@ -697,7 +708,7 @@ impl Daemon {
                 match &req.scopes {
                     None => {
                         self.status.counters.full_syncs += 1;
-                        self.cache.record_full(end_sec);
+                        self.cache.record_full(run);
                         self.sched.full_started(Instant::now());
                         if let Err(e) = self.journal.complete_all(req.max_txid) {
                             warn!("cannot update the journal: {e}");
@@ -712,7 +723,7 @@ impl Daemon {
                     }
                     Some(dirs) => {
                         for d in dirs {
-                            self.cache.record_tree(d.clone(), end_sec);
+                            self.cache.record_tree(d.clone(), run);
                         }
                         if let Err(e) = self.journal.complete_trees(dirs, req.max_txid) {
                             warn!("cannot update the journal: {e}");
@@ -790,6 +801,11 @@ impl Daemon {
                 Decision::Skip => skipped += 1,
                 Decision::Check => check.push(p.clone()),
                 Decision::CheckAndMark => {
+                    tracing::trace!(
+                        path = %display_bytes(p),
+                        why = %self.cache.explain(p, snap.as_ref()),
+                        "at risk: will force dirty"
+                    );
                     check.push(p.clone());
                     mark.push(p.clone());
                 }
@@ -799,6 +815,7 @@ impl Daemon {
         self.status.counters.skipped += skipped;
 
         let mut marked = 0usize;
+        let run = Run::begin();
         let result = (|| -> Result<(), RunError> {
             if !check.is_empty() {
                 let o = self.csync2.check(&check, false, self.limits)?;
@@ -818,18 +835,18 @@ impl Daemon {
             }
             Ok(())
         })();
-        let end_sec = unix_now_secs();
+        let run = run.ended();
         match result {
             Ok(()) => {
                 let checked: HashSet<&PathBuf> = check.iter().collect();
                 for (p, pre) in pre {
                     if checked.contains(&p) {
                         let post = Snapshot::lstat(&p);
-                        self.cache.record(p, pre, post, end_sec);
+                        self.cache.record(p, pre, post, run);
                     }
                 }
                 for t in &batch.trees {
-                    self.cache.record_tree(t.clone(), end_sec);
+                    self.cache.record_tree(t.clone(), run);
                 }
                 self.complete(&batch);
                 if marked > 0 {

@@ -129,7 +129,9 @@ impl Watching {
                 seen.iter().any(|s| s == w.as_os_str().as_bytes()),
                 "{} not reported; got {:?}",
                 w.display(),
-                seen.iter().map(|s| s.escape_ascii().to_string()).collect::<Vec<_>>()
+                seen.iter()
+                    .map(|s| s.escape_ascii().to_string())
+                    .collect::<Vec<_>>()
             );
         }
         seen
@@ -144,13 +146,7 @@ fn p(dir: &Path, name: &[u8]) -> PathBuf {
 fn watch_prints_changed_paths_byte_exact_and_respects_excludes() {
     let sb = sandbox("exclude *.tmp;");
     let w = watch(&sb);
-    let names: [&[u8]; 5] = [
-        b"plain",
-        b"new\nline",
-        b"-dash",
-        b"\xff\xfe",
-        b"sp ace",
-    ];
+    let names: [&[u8]; 5] = [b"plain", b"new\nline", b"-dash", b"\xff\xfe", b"sp ace"];
     let mut want = Vec::new();
     for n in names {
         let path = p(&sb.data, n);
@@ -194,5 +190,8 @@ fn watch_with_a_broken_config_exits_3() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("csync2.cfg:6:2: unknown keyword `incldue`"), "{err}");
+    assert!(
+        err.contains("csync2.cfg:6:2: unknown keyword `incldue`"),
+        "{err}"
+    );
 }

@@ -171,9 +171,12 @@ impl Csync2 {
     /// `csync2 -ii` with this node's options, for the managed server. No
     /// client args; one `-v`, so that the server names each connection it
     /// accepts and closes (see [`crate::server`]).
+    /// `-vv`: at level 2 every per-connection child prints the SQL it
+    /// runs, so the daemon learns exactly which files the server recorded
+    /// (see `crate::server`).
     pub fn server_command(&self) -> Command {
         let mut c = self.base_command();
-        c.arg("-ii").arg("-v");
+        c.arg("-ii").arg("-vv");
         c
     }
 
@@ -584,7 +587,7 @@ mod tests {
         let sargs: Vec<&OsStr> = s.get_args().collect();
         assert_eq!(
             sargs,
-            ["-N", "n1", "-C", "x", "-D", "/db", "-p", "4000", "-ii", "-v"]
+            ["-N", "n1", "-C", "x", "-D", "/db", "-p", "4000", "-ii", "-vv"]
                 .map(OsStr::new)
                 .to_vec()
         );

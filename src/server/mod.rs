@@ -33,16 +33,22 @@
 //!   an inbound connection was established since the last walk or the
 //!   last walk found one.
 //!
-//! Receipts (managed only): each per-connection child also prints
-//! `<PID> Updated NAME from PEER.` once it has written NAME and recorded it
-//! in csync2's database; the owner, mode and times of that file follow
-//! before the child says anything else. So when the same child's next line
-//! arrives, NAME is final: a [`Receipt`] says "the server wrote this, and
-//! csync2 recorded it, by this wall-clock time". The daemon uses receipts
-//! to tell files peers pushed here from local edits (never pushing a
-//! received file back). A line it cannot read as a receipt (a file name
-//! with a newline breaks it in two) makes [`LocalServer::unattributed`]
-//! move on instead.
+//! Receipts (managed only): the server runs with `-vv`, at which level
+//! each per-connection child prints every SQL statement it runs. Whenever
+//! it records a file, after writing it, chowning, chmodding or setting its
+//! times, that is `SQL: INSERT INTO file (filename, checktxt) values
+//! ('NAME', 'CHECKTXT')`, and `SQL: delete from file where filename =
+//! 'NAME'` when it removed one; NAME is URL-encoded (csync2 encodes control
+//! characters, space, quotes, `%$:|\\`), so the line is whole and exact
+//! whatever the name. A [`Receipt`] says "csync2 recorded this file as it
+//! was by this wall-clock time". The daemon uses receipts to tell files
+//! peers pushed here from local edits (never pushing a received file
+//! back, not even after a bare SETIME). `Marking file as dirty:` from a
+//! child means the server itself found a local change (a conflict check)
+//! and marked it dirty: [`LocalServer::take_marked`] reports that, so the
+//! daemon updates the peers. A line that is not the server's own and does
+//! not start with a child's `<PID>` (lines of concurrent children can
+//! interleave) makes [`LocalServer::unattributed`] move on.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -90,15 +96,13 @@ pub enum ServerError {
     },
 }
 
-/// A file the local server received from a peer and recorded in csync2's
-/// database.
+/// A file the local server recorded in csync2's database (after writing
+/// it for a peer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The name as csync2 gave it: a real path, or `%prefix%/rest`.
+    /// The name as csync2 stores it: a real path, or `%prefix%/rest`.
     pub name: Vec<u8>,
-    /// The peer that pushed it.
-    pub peer: String,
-    /// By this wall-clock time the server was done with the file.
+    /// By this wall-clock time csync2 had recorded it.
     pub done_at: SystemTime,
 }
 
@@ -131,10 +135,10 @@ struct State {
     /// `Connection closed.`.
     sessions: HashMap<u32, Instant>,
     last_active: Option<Instant>,
-    /// Per session: the file it last said `Updated` about, not final yet.
-    pending: HashMap<u32, (Vec<u8>, String)>,
-    /// Final receipts not yet taken by the daemon.
+    /// Receipts not yet taken by the daemon.
     receipts: Vec<Receipt>,
+    /// A child marked files dirty since the daemon last asked.
+    marked: bool,
     /// Server activity that could not be pinned to a file.
     unattributed: Option<Instant>,
     /// The first server process exited before listening: its status and
@@ -276,11 +280,15 @@ impl LocalServer {
         self.inner.check().0
     }
 
-    /// Files the server received since the last call (managed only).
+    /// Files the server recorded since the last call (managed only).
     pub fn take_receipts(&self) -> Vec<Receipt> {
-        let mut st = self.inner.state.lock().unwrap();
-        st.finish_dead_sessions();
-        std::mem::take(&mut st.receipts)
+        std::mem::take(&mut self.inner.state.lock().unwrap().receipts)
+    }
+
+    /// Did the server mark files dirty itself since the last call? (It
+    /// does when a peer's push finds a local change csync2 had not seen.)
+    pub fn take_marked(&self) -> bool {
+        std::mem::take(&mut self.inner.state.lock().unwrap().marked)
     }
 
     /// The last time the server did something that could not be pinned to
@@ -432,7 +440,7 @@ impl Inner {
             // Sessions whose child is gone ended without a word.
             st.sessions
                 .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
-            st.finish_dead_sessions();
+
             children = children.max(st.sessions.len());
             if children > 0 {
                 st.last_active = Some(Instant::now());
@@ -468,16 +476,12 @@ impl Inner {
         match child {
             Some(pid) => {
                 st.last_active = Some(now);
-                if let Some((name, peer)) = st.pending.remove(&pid) {
-                    st.push_receipt(name, peer);
-                }
-                if let Some(rest) = text.strip_prefix(b"Updated ") {
-                    match parse_updated(rest) {
-                        Some((name, peer)) => {
-                            st.pending.insert(pid, (name, peer));
-                        }
-                        None => st.unattributed = Some(now),
-                    }
+                if let Some(name) = find_quoted(text, SQL_RECORD) {
+                    st.push_receipt(name);
+                } else if let Some(name) = find_quoted(text, SQL_FORGET) {
+                    st.push_receipt(name);
+                } else if find(text, MARKING).is_some() {
+                    st.marked = true;
                 }
                 if text.starts_with(b"New connection from ") {
                     st.sessions.insert(pid, now);
@@ -487,6 +491,8 @@ impl Inner {
                     tracing::debug!(pid, "csync2 server: {shown}");
                 } else if looks_like_error(text) && !text.starts_with(b"Finished with 0 ") {
                     tracing::warn!(pid, "csync2 server: {shown}");
+                } else if text.starts_with(b"SQL") || text.starts_with(b"Match (") {
+                    // -vv chatter: far too much even for trace.
                 } else {
                     tracing::trace!(pid, "csync2 server: {shown}");
                 }
@@ -511,44 +517,53 @@ impl Inner {
 }
 
 impl State {
-    fn push_receipt(&mut self, name: Vec<u8>, peer: String) {
+    fn push_receipt(&mut self, name: Vec<u8>) {
         if self.receipts.len() >= MAX_RECEIPTS {
             self.receipts.clear();
             self.unattributed = Some(Instant::now());
         }
         self.receipts.push(Receipt {
             name,
-            peer,
             done_at: SystemTime::now(),
         });
     }
-
-    /// A child that exited without another line: its last file is final.
-    fn finish_dead_sessions(&mut self) {
-        let dead: Vec<u32> = self
-            .pending
-            .keys()
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            .copied()
-            .collect();
-        for pid in dead {
-            if let Some((name, peer)) = self.pending.remove(&pid) {
-                self.push_receipt(name, peer);
-            }
-        }
-    }
 }
 
-/// `NAME from PEER.` (the rest of an `Updated` line). Peer names never
-/// contain spaces; file names may contain " from ".
-fn parse_updated(rest: &[u8]) -> Option<(Vec<u8>, String)> {
-    let rest = rest.strip_suffix(b".")?;
-    let at = rest.windows(6).rposition(|w| w == b" from ")?;
-    let (name, peer) = (&rest[..at], &rest[at + 6..]);
-    if name.is_empty() || peer.is_empty() || peer.contains(&b' ') {
-        return None;
+/// What a child prints when it records a file, and when it removes one.
+const SQL_RECORD: &[u8] = b"SQL: INSERT INTO file (filename, checktxt) values ('";
+const SQL_FORGET: &[u8] = b"SQL: delete from file where filename = '";
+const MARKING: &[u8] = b"Marking file as dirty: ";
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The URL-decoded name between `marker` and the next `'` (csync2 encodes
+/// `'` in names, so the next one ends the value).
+fn find_quoted(text: &[u8], marker: &[u8]) -> Option<Vec<u8>> {
+    let start = find(text, marker)? + marker.len();
+    let len = text[start..].iter().position(|&b| b == b'\'')?;
+    let name = url_decode(&text[start..start + len]);
+    (!name.is_empty()).then_some(name)
+}
+
+/// csync2's url_decode: `%XX` is a byte, everything else stands for itself.
+fn url_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
     }
-    Some((name.to_vec(), String::from_utf8_lossy(peer).into_owned()))
+    out
 }
 
 /// `<PID> rest` as printed by csync2's per-connection children.
@@ -815,17 +830,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn updated_lines_name_the_file_and_the_peer() {
+    fn sql_lines_name_the_recorded_file_byte_exact() {
+        let line: &[u8] = b"SQL: INSERT INTO file (filename, checktxt) values \
+            ('/d/a%20b%0Ac%27%25\xff', 'v1%3Amtime=1%3Amode=33188')";
         assert_eq!(
-            parse_updated(b"/d/a from b.txt from node1."),
-            Some((b"/d/a from b.txt".to_vec(), "node1".to_string()))
+            find_quoted(line, SQL_RECORD),
+            Some(b"/d/a b\nc'%\xff".to_vec())
         );
+        // Another child's prefix in front (interleaved writes).
+        let mixed: &[u8] = b"<13> SQL: delete from file where filename = '/d/x'";
+        assert_eq!(find_quoted(mixed, SQL_FORGET), Some(b"/d/x".to_vec()));
         assert_eq!(
-            parse_updated(b"%p%/x\xff from n2."),
-            Some((b"%p%/x\xff".to_vec(), "n2".to_string()))
+            find_quoted(b"SQL: DELETE FROM file WHERE filename = '/d/x'", SQL_FORGET),
+            None
         );
-        assert_eq!(parse_updated(b"/d/half-a-name"), None);
-        assert_eq!(parse_updated(b" from n1."), None);
+        assert_eq!(url_decode(b"100%"), b"100%".to_vec());
+        assert_eq!(url_decode(b"%zz%4"), b"%zz%4".to_vec());
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Cluster {
             .arg(&settings)
             .arg("--state-dir")
             .arg(node.state_dir())
-            .env("CSYNC2_WATCH_LOG", "csync2_watch=debug");
+            .env("CSYNC2_WATCH_LOG", "csync2_watch=trace");
         let h = node.spawn_logged(cmd, "csync2-watch").expect("daemon");
         self.daemons[i] = Some(h);
     }
@@ -195,4 +195,22 @@ pub fn sh(program: &str, args: &[&OsStr]) {
         .status()
         .unwrap();
     assert!(st.success(), "{program} {args:?}: {st}");
+}
+
+impl Drop for Cluster {
+    /// A failed test keeps every daemon's whole log for a post-mortem
+    /// (the testbed's own directories go with it).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = std::env::temp_dir().join("csync2-watch-test-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        for i in 0..self.daemons.len() {
+            let path = dir.join(format!("{}-{}.log", self.tb.id(), self.node(i).name()));
+            if std::fs::write(&path, self.log(i)).is_ok() {
+                eprintln!("daemon log kept: {}", path.display());
+            }
+        }
+    }
 }
