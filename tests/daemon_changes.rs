@@ -15,6 +15,9 @@ use cluster_support::Cluster;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
+/// A named change to make on node 1.
+type Step<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
 fn write(path: &Path, content: &[u8]) {
     fs::write(path, content).unwrap();
 }
@@ -23,7 +26,7 @@ fn write(path: &Path, content: &[u8]) {
 fn each_kind_of_change_reaches_every_node() {
     let c = Cluster::start("");
     let p = |rel: &str| c.path(0, rel);
-    let steps: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let steps: Vec<Step> = vec![
         ("create", Box::new(|| write(&p("a.txt"), b"hello\n"))),
         ("modify", Box::new(|| write(&p("a.txt"), b"HELLO\n"))),
         (

@@ -1,34 +1,94 @@
-//! Peer probes against real loopback sockets.
+//! Peer probes against real loopback sockets and a real csync2 server.
 
 #[path = "runner_sandbox.rs"]
 mod sandbox;
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use csync2_watch::probe::{probe, ProbeError};
 
+/// A peer that reads one line and answers with one (as csync2 -ii does
+/// for a line that is not a command); returns what it read.
+fn answering_peer(l: TcpListener) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let (conn, _) = l.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut line = Vec::new();
+        BufReader::new(&conn).read_until(b'\n', &mut line).unwrap();
+        (&conn)
+            .write_all(b"Expecting SSL (optional) and CONFIG as first commands.\n")
+            .unwrap();
+        line
+    })
+}
+
 #[test]
-fn listening_peer_answers_and_sees_a_closed_connection() {
+fn a_peer_that_answers_one_line_is_up() {
     let (ip, _) = sandbox::fresh_pair();
     let l = TcpListener::bind((ip, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
+    let peer = answering_peer(l);
     let took = probe(&ip.to_string(), port, Duration::from_secs(5)).expect("answers");
     assert!(took < Duration::from_secs(5));
-    // The probe connected and closed at once: the server reads EOF.
-    let (mut conn, _) = l.accept().unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
+    assert_eq!(peer.join().unwrap(), b"csync2-watch-probe\n");
+}
+
+#[test]
+fn a_server_that_accepts_but_never_answers_is_down() {
+    // Regression: the kernel completes TCP handshakes for a frozen csync2
+    // -ii, so a connect-only probe called it up and csync2 -u then hung.
+    let (ip, _) = sandbox::fresh_pair();
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let timeout = Duration::from_millis(500);
+    let err = probe(&ip.to_string(), port, timeout).unwrap_err();
+    match &err {
+        ProbeError::Connect { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{source}");
+            assert!(source.to_string().contains("did not answer"), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_real_csync2_server_answers_until_it_is_frozen() {
+    let sb = sandbox::Sandbox::new("");
+    let mut server = sb
+        .csync2()
+        .server_command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    let mut buf = [0u8; 8];
-    assert_eq!(std::io::Read::read(&mut conn, &mut buf).unwrap(), 0);
+    let pid = nix::unistd::Pid::from_raw(server.id() as i32);
+    let host = sb.me.to_string();
+    let up = sandbox::wait_for(Duration::from_secs(10), || {
+        probe(&host, sb.port, Duration::from_millis(500)).is_ok()
+    });
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let frozen = probe(&host, sb.port, Duration::from_millis(500));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let thawed = probe(&host, sb.port, Duration::from_secs(5));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(up, "csync2 -ii never answered the probe");
+    assert!(frozen.is_err(), "a frozen csync2 -ii looked up");
+    thawed.expect("answers again once thawed");
 }
 
 #[test]
 fn names_resolve_through_the_hosts_file() {
     let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = l.local_addr().unwrap().port();
+    let peer = answering_peer(l);
     probe("localhost", port, Duration::from_secs(5)).expect("localhost answers");
+    peer.join().unwrap();
 }
 
 #[test]
