@@ -161,6 +161,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         retry_at: None,
         batch_failures: 0,
         scope_timers: Vec::new(),
+        replay: Vec::new(),
+        replay_trees: Vec::new(),
         status: Status::default(),
         status_written: None,
         status_dirty: true,
@@ -289,6 +291,10 @@ struct Daemon {
     batch_failures: u32,
     /// Subtrees inotify cannot fully cover, with their next full check.
     scope_timers: Vec<(PathBuf, Duration, Instant)>,
+    /// Journaled before the last stop, to force dirty after the start-up
+    /// full check (entries, and trees with all below them).
+    replay: Vec<PathBuf>,
+    replay_trees: Vec<PathBuf>,
     status: Status,
     status_written: Option<Instant>,
     status_dirty: bool,
@@ -309,11 +315,17 @@ impl Daemon {
                 if !pending.is_empty() {
                     info!(
                         paths = pending.len(),
-                        "replaying changes journaled before the last stop"
+                        "changes journaled before the last stop: forcing them dirty after the start-up check"
                     );
                 }
+                // A csync2 check killed half-way (with us) may have recorded
+                // a file without marking it dirty: csync2 would never push
+                // it. So whatever was still journaled is forced dirty.
                 for q in pending {
-                    self.queue.push(q.path, q.kind, q.txid);
+                    match q.kind {
+                        ChangeKind::DirTree => self.replay_trees.push(q.path),
+                        _ => self.replay.push(q.path),
+                    }
                 }
             }
             Err(e) => warn!("cannot read the journal's queue: {e}"),
@@ -713,6 +725,7 @@ impl Daemon {
                         if let Err(e) = self.journal.complete_all(req.max_txid) {
                             warn!("cannot update the journal: {e}");
                         }
+                        self.force_replayed();
                         self.status.last_full_sync = Some(RunInfo {
                             at: status::unix_now(),
                             paths: 0,
@@ -748,6 +761,30 @@ impl Daemon {
         }
         self.set_state("idle");
         Ok(())
+    }
+
+    /// Force dirty what was journaled before the last stop (see
+    /// `main_loop`). Failures keep the lists for the next full check.
+    fn force_replayed(&mut self) {
+        if self.replay.is_empty() && self.replay_trees.is_empty() {
+            return;
+        }
+        let done = self
+            .csync2
+            .mark(&self.replay, self.limits)
+            .and_then(|_| self.csync2.mark_tree(&self.replay_trees, self.limits));
+        match done {
+            Ok(_) => {
+                info!(
+                    paths = self.replay.len() + self.replay_trees.len(),
+                    "changes from before the last stop forced dirty"
+                );
+                self.replay.clear();
+                self.replay_trees.clear();
+                self.status.counters.marks += 1;
+            }
+            Err(e) => warn!("cannot force the replayed changes dirty, retrying later: {e}"),
+        }
     }
 
     fn requeue_full(&mut self, req: &FullRequest) {

@@ -426,6 +426,15 @@ impl Csync2 {
         self.check_like("mark", &["-v", "-m"], paths, limits)
     }
 
+    /// `csync2 -mr` on `paths`: mark each, and every file csync2 knows
+    /// below it, dirty without comparing.
+    pub fn mark_tree(&self, paths: &[PathBuf], limits: Limits) -> Result<CheckOutcome, RunError> {
+        if paths.is_empty() {
+            return Ok(CheckOutcome::default());
+        }
+        self.check_like("mark -r", &["-v", "-m", "-r"], paths, limits)
+    }
+
     /// `csync2 -u -P a,b,...` (all peers when `peers` is empty).
     pub fn update(&self, peers: &[String], limits: Limits) -> Result<UpdateOutcome, RunError> {
         let joined = peers.join(",");
