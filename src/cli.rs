@@ -89,6 +89,10 @@ pub struct RunArgs {
     pub csync2_run: Csync2RunOpts,
     #[command(flatten)]
     pub watch: WatchOpts,
+    /// Override one setting of the settings file, e.g. `--set quiet_period=500ms`
+    /// (repeatable; kept across SIGHUP reloads).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +104,9 @@ pub struct CheckConfigArgs {
     /// Print the plan and the problems as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Validate the settings as `run --set KEY=VALUE` would see them.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
 #[derive(Debug, Args)]

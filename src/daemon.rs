@@ -46,6 +46,8 @@ pub struct Options {
     pub settings: Settings,
     /// `--config FILE`, for reloads.
     pub settings_path: Option<PathBuf>,
+    /// `--set KEY=VALUE` overrides, for reloads.
+    pub overrides: Vec<String>,
     /// `--state-dir`; `None`: the default for this node.
     pub state_dir: Option<PathBuf>,
 }
@@ -1090,14 +1092,17 @@ impl Daemon {
                 );
             }
         }
-        match Settings::load(self.opts.settings_path.as_deref()) {
+        match crate::cmd::run::load_settings(
+            self.opts.settings_path.as_deref(),
+            &self.opts.overrides,
+        ) {
             Ok(s) => {
                 self.csync2.program = s.csync2.clone();
                 self.csync2.client_args = s.csync2_args.clone();
                 self.limits.stall_timeout = s.stall_timeout;
                 self.settings = s;
             }
-            Err(e) => error!("keeping the old settings: {e}"),
+            Err(e) => error!("keeping the old settings: {e:#}"),
         }
         self.status_dirty = true;
     }

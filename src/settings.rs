@@ -196,6 +196,56 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// Apply command-line overrides (`--set KEY=VALUE`, later ones win) on
+    /// top of these settings. A value that is not TOML by itself is taken
+    /// as a string, so `--set quiet_period=500ms` works unquoted. Problems
+    /// are reported as `--set:N:COL: ...`, N counting the overrides.
+    pub fn with_overrides(mut self, overrides: &[String]) -> Checked {
+        if overrides.is_empty() {
+            return self;
+        }
+        let mut lines = String::new();
+        for o in overrides {
+            let Some((key, value)) = o.split_once('=') else {
+                self.errors.push(Problem {
+                    file: None,
+                    line: 0,
+                    col: 0,
+                    key: None,
+                    message: format!("--set {o}: expected KEY=VALUE, e.g. --set quiet_period=500ms"),
+                });
+                continue;
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let literal = toml::from_str::<toml::Table>(&format!("x = {value}")).is_ok();
+            let value = if literal {
+                value.to_string()
+            } else {
+                Value::String(value.to_string()).to_string()
+            };
+            lines.push_str(&format!("{key} = {value}\n"));
+        }
+        let over = Settings::parse(&lines, Some(Path::new("--set")));
+        self.errors.extend(over.errors);
+        self.warnings.extend(over.warnings);
+        let mut merged: toml::Table = toml::from_str(&self.settings.to_toml()).unwrap_or_default();
+        if let Ok(table) = toml::from_str::<toml::Table>(&lines) {
+            for (k, v) in table {
+                if KEYS.contains(&k.as_str()) {
+                    merged.insert(k, v);
+                }
+            }
+        }
+        let source = self.settings.source.clone();
+        let text = toml::to_string(&merged).unwrap_or_default();
+        let again = Settings::parse(&text, source.as_deref());
+        if again.errors.is_empty() {
+            self.settings = again.settings;
+            self.settings.source = source;
+        }
+        self
+    }
+
     /// The settings if there was no error, else every error in one
     /// [`SettingsError::Invalid`].
     pub fn into_result(self) -> Result<Settings, SettingsError> {
@@ -835,6 +885,36 @@ mod tests {
         assert_eq!(line_col(t, 6), (2, 1));
         let off = t.find('"').unwrap();
         assert_eq!(line_col(t, off), (2, 6));
+    }
+
+    #[test]
+    fn set_overrides_win_over_the_file_and_need_no_quotes() {
+        let file = Settings::parse("quiet_period = \"1s\"\nmax_batch = 10\n", None);
+        let c = file.with_overrides(&[
+            "quiet_period=500ms".into(),
+            "parallel_updates=true".into(),
+            "csync2_args=[\"-B\"]".into(),
+        ]);
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.settings.quiet_period, Duration::from_millis(500));
+        assert!(c.settings.parallel_updates);
+        assert_eq!(c.settings.max_batch, 10, "untouched keys keep the file's value");
+        assert_eq!(c.settings.csync2_args, vec![std::ffi::OsString::from("-B")]);
+    }
+
+    #[test]
+    fn a_bad_override_is_an_error_naming_it() {
+        let c = Settings::parse("", None).with_overrides(&[
+            "quiet_period=fast".into(),
+            "no-equals-sign".into(),
+            "qiuet_period=1s".into(),
+        ]);
+        let all: Vec<String> = c.errors.iter().map(|p| p.to_string()).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(all.iter().any(|e| e.contains("--set") && e.contains("fast")), "{all:?}");
+        assert!(all.iter().any(|e| e.contains("no-equals-sign")), "{all:?}");
+        assert!(all.iter().any(|e| e.contains("quiet_period")), "{all:?}");
+        assert_eq!(c.settings.quiet_period, Settings::default().quiet_period);
     }
 
     #[test]

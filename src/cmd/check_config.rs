@@ -55,6 +55,7 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<u8> {
     // when it exists. Their problems count like csync2.cfg's.
     let settings_source = match crate::settings::Settings::check(args.watch.settings.as_deref()) {
         Ok(checked) => {
+            let checked = checked.with_overrides(&args.overrides);
             errors.extend(checked.errors.iter().map(|p| p.to_string()));
             warnings.extend(checked.warnings.iter().map(|p| match &p.file {
                 Some(f) if p.line > 0 => {

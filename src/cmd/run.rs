@@ -7,11 +7,11 @@ use crate::exit::{self, Exit};
 use crate::plan::LoadOptions;
 use crate::runner::Csync2;
 use crate::settings::Settings;
+use std::path::Path;
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     crate::logging::init("info");
-    let settings = Settings::load(args.watch.settings.as_deref())
-        .map_err(|e| Exit::config(format!("{e}\n")))?;
+    let settings = load_settings(args.watch.settings.as_deref(), &args.overrides)?;
     let csync2 = Csync2 {
         program: settings.csync2.clone(),
         node: args.csync2.node.clone(),
@@ -26,7 +26,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         csync2,
         settings,
         settings_path: args.watch.settings.clone(),
+        overrides: args.overrides.clone(),
         state_dir: args.watch.state_dir.clone(),
     })?;
     Ok(exit::OK)
+}
+
+/// The settings file with `--set` overrides; problems are a config error.
+pub fn load_settings(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Settings> {
+    let checked = Settings::check(path).map_err(|e| Exit::config(format!("{e}\n")))?;
+    for w in &checked.warnings {
+        tracing::warn!("{w}");
+    }
+    checked
+        .with_overrides(overrides)
+        .into_result()
+        .map_err(|e| Exit::config(format!("{e}\n")).into())
 }

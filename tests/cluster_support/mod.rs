@@ -103,11 +103,12 @@ impl Cluster {
 
     /// Wait until node `i`'s daemon finished its start-up full sync.
     pub fn wait_ready(&self, i: usize) {
+        let pid = self.daemons[i].as_ref().map(|h| h.pid());
         let ok = wait_until(Duration::from_secs(60), || {
             self.daemon_alive(i)
                 && self
                     .status(i)
-                    .is_some_and(|s| s.pid != 0 && s.last_full_sync.is_some())
+                    .is_some_and(|s| Some(s.pid) == pid && s.last_full_sync.is_some())
         });
         assert!(
             ok,
