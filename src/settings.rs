@@ -212,7 +212,9 @@ impl Checked {
                     line: 0,
                     col: 0,
                     key: None,
-                    message: format!("--set {o}: expected KEY=VALUE, e.g. --set quiet_period=500ms"),
+                    message: format!(
+                        "--set {o}: expected KEY=VALUE, e.g. --set quiet_period=500ms"
+                    ),
                 });
                 continue;
             };
@@ -898,7 +900,10 @@ mod tests {
         assert!(c.errors.is_empty(), "{:?}", c.errors);
         assert_eq!(c.settings.quiet_period, Duration::from_millis(500));
         assert!(c.settings.parallel_updates);
-        assert_eq!(c.settings.max_batch, 10, "untouched keys keep the file's value");
+        assert_eq!(
+            c.settings.max_batch, 10,
+            "untouched keys keep the file's value"
+        );
         assert_eq!(c.settings.csync2_args, vec![std::ffi::OsString::from("-B")]);
     }
 
@@ -911,7 +916,11 @@ mod tests {
         ]);
         let all: Vec<String> = c.errors.iter().map(|p| p.to_string()).collect();
         assert_eq!(all.len(), 3, "{all:?}");
-        assert!(all.iter().any(|e| e.contains("--set") && e.contains("fast")), "{all:?}");
+        assert!(
+            all.iter()
+                .any(|e| e.contains("--set") && e.contains("fast")),
+            "{all:?}"
+        );
         assert!(all.iter().any(|e| e.contains("no-equals-sign")), "{all:?}");
         assert!(all.iter().any(|e| e.contains("quiet_period")), "{all:?}");
         assert_eq!(c.settings.quiet_period, Settings::default().quiet_period);

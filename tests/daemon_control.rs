@@ -78,7 +78,11 @@ fn sync_paths_checks_them_even_without_an_event() {
     c.start_daemon(0);
     c.wait_ready(0);
     // (The start-up full sync finds it anyway; `sync PATH` must also work.)
-    let out = cli(&c, 0, &["sync", c.node(0).path("no-event").to_str().unwrap()]);
+    let out = cli(
+        &c,
+        0,
+        &["sync", c.node(0).path("no-event").to_str().unwrap()],
+    );
     assert!(out.status.success(), "{out:?}");
     c.wait_converged(SETTLE);
 }
@@ -107,9 +111,10 @@ fn status_tells_what_the_daemon_does() {
     assert!(wait_until(SETTLE, || {
         let out = cli(&c, 0, &["status", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["peers"]
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "node3" && p["reach"] == "down"))
+        v["peers"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["name"] == "node3" && p["reach"] == "down")
+        })
     }));
     let human = cli(&c, 0, &["status"]);
     let text = String::from_utf8_lossy(&human.stdout);
@@ -134,8 +139,8 @@ fn events_feed_lists_changes_with_transaction_ids() {
     let out = cli(&c, 0, &["events", "--json"]);
     let last: serde_json::Value = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
         .unwrap();
     let txid = last["txid"].as_u64().unwrap();
     let out = cli(&c, 0, &["events", "--since", &txid.to_string()]);

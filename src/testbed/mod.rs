@@ -23,6 +23,7 @@ mod cleanup;
 mod ns;
 mod process;
 mod tree;
+mod watched;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -40,6 +41,7 @@ pub use tree::{
     diff_trees, diff_trees_with, escape_bytes, tree_snapshot, DiffOptions, Entry, EntryKind,
     Snapshot, INLINE_CONTENT,
 };
+pub use watched::{WatchedCluster, QUICK_SETTINGS};
 
 use cleanup::{data_root, global_lock, netns_name, sweep_locked, NETNS_DIR};
 use ns::NodeNs;
