@@ -521,6 +521,14 @@ impl Daemon {
                     vec![0; items.len()]
                 }
             };
+            if let Some(&last) = txids.last() {
+                // Keep the feed bounded; pruning costs what it removes.
+                if last % 1024 < items.len() as u64 {
+                    if let Err(e) = self.journal.prune(self.settings.journal_keep_events) {
+                        warn!("cannot prune the journal's change feed: {e}");
+                    }
+                }
+            }
             for ((path, kind), txid) in items.into_iter().zip(txids) {
                 self.queue.push(path, kind, txid);
             }
