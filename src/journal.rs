@@ -517,28 +517,11 @@ impl Journal {
     /// Drop queued paths that were checked, unless they were queued again
     /// after `up_to_txid`.
     pub fn complete(&mut self, paths: &[PathBuf], up_to_txid: u64) -> Result<(), JournalError> {
-        if paths.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let err = |source| JournalError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        {
-            let mut st = tx
-                .prepare_cached("DELETE FROM queue WHERE path = ?1 AND txid <= ?2")
-                .map_err(err)?;
-            for p in paths {
-                st.execute(params![path_bytes(p), up_to_txid as i64])
-                    .map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
+        self.each_in_transaction(
+            "DELETE FROM queue WHERE path = ?1 AND txid <= ?2",
+            paths,
+            |st, p| st.execute(params![path_bytes(p), up_to_txid as i64]),
+        )
     }
 
     /// Drop queued paths at or below each of `dirs` (checked recursively
@@ -550,7 +533,33 @@ impl Journal {
         dirs: &[PathBuf],
         up_to_txid: u64,
     ) -> Result<(), JournalError> {
-        if dirs.is_empty() {
+        self.each_in_transaction(
+            "DELETE FROM queue WHERE txid <= ?1 AND (path = ?2 OR (path > ?3 AND path < ?4))",
+            dirs,
+            |st, d| {
+                let mut base = path_bytes(d).to_vec();
+                if base.len() > 1 && base.ends_with(b"/") {
+                    base.pop();
+                }
+                let (low, high) = if base == b"/" {
+                    (b"/".to_vec(), b"0".to_vec())
+                } else {
+                    ([&base[..], b"/"].concat(), [&base[..], b"0"].concat())
+                };
+                st.execute(params![up_to_txid as i64, base, low, high])
+            },
+        )
+    }
+
+    /// Run one prepared statement per item, all in one immediate
+    /// transaction.
+    fn each_in_transaction<T>(
+        &mut self,
+        sql: &str,
+        items: &[T],
+        mut run: impl FnMut(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+    ) -> Result<(), JournalError> {
+        if items.is_empty() {
             return Ok(());
         }
         let path = self.path.clone();
@@ -563,28 +572,9 @@ impl Journal {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         {
-            let mut st = tx
-                .prepare_cached(
-                    "DELETE FROM queue WHERE txid <= ?1 \
-                     AND (path = ?2 OR (path > ?3 AND path < ?4))",
-                )
-                .map_err(err)?;
-            for d in dirs {
-                let mut base = path_bytes(d).to_vec();
-                if base.len() > 1 && base.ends_with(b"/") {
-                    base.pop();
-                }
-                let (low, high) = if base == b"/" {
-                    (b"/".to_vec(), b"0".to_vec())
-                } else {
-                    let mut low = base.clone();
-                    low.push(b'/');
-                    let mut high = base.clone();
-                    high.push(b'0');
-                    (low, high)
-                };
-                st.execute(params![up_to_txid as i64, base, low, high])
-                    .map_err(err)?;
+            let mut st = tx.prepare_cached(sql).map_err(err)?;
+            for item in items {
+                run(&mut st, item).map_err(err)?;
             }
         }
         tx.commit().map_err(err)
