@@ -282,6 +282,15 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Wraps a SQLite error with the journal's path (for closures that run
+/// while the connection is mutably borrowed).
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + Copy + '_ {
+    move |source| JournalError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
@@ -369,10 +378,7 @@ impl Journal {
 
     fn migrate(&mut self) -> Result<(), JournalError> {
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(&path);
         let version: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -425,10 +431,7 @@ impl Journal {
             return Ok(Vec::new());
         }
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(&path);
         let now = now_ms();
         let tx = self
             .conn
@@ -563,10 +566,7 @@ impl Journal {
             return Ok(());
         }
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -665,10 +665,7 @@ impl Journal {
     /// the entries removed, so calling it after every batch is cheap.
     pub fn prune(&mut self, keep: u64) -> Result<(), JournalError> {
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -706,10 +703,7 @@ impl Journal {
     /// Leave a request for the daemon (used by `csync2-watch sync`).
     pub fn push_request(&mut self, request: &Request) -> Result<(), JournalError> {
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -741,10 +735,7 @@ impl Journal {
     /// lost when `sync` pushes one meanwhile.
     pub fn take_requests(&mut self) -> Result<Vec<Request>, JournalError> {
         let path = self.path.clone();
-        let err = |source| JournalError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sqlite_err(&path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
