@@ -1,0 +1,307 @@
+//! Checking: batches (`csync2 -c`/`-cr`, plus `-m` for changes csync2
+//! cannot see), full checks, receipts from the local server, and forcing
+//! dirty what a crash left journaled.
+
+use super::*;
+
+impl Daemon {
+    /// Files the local server received: csync2 recorded them as it wrote
+    /// them, so their own events need no check, and they must never be
+    /// forced dirty (that would push them back). A receipt is only
+    /// believed if the file has not changed since the server was done.
+    pub(super) fn absorb_receipts(&mut self) {
+        if self.server.take_marked() {
+            debug!("the csync2 server marked files dirty: updating the peers");
+            self.sched.mark_all_dirty();
+        }
+        let receipts = self.server.take_receipts();
+        if receipts.is_empty() {
+            return;
+        }
+        // ctime has the kernel's coarse clock (a few ms).
+        let slack = Duration::from_millis(20);
+        let (mut believed, mut changed_since) = (0usize, 0usize);
+        for r in receipts {
+            let Some(path) = self.real_path(&r.name) else {
+                continue;
+            };
+            let snap = Snapshot::lstat(&path);
+            let untouched_since = snap.as_ref().is_none_or(|s| s.ctime() <= r.done_at + slack);
+            if untouched_since {
+                believed += 1;
+                self.cache.record_received(path, snap, r.done_at);
+            } else {
+                changed_since += 1;
+                debug!(
+                    path = %display_bytes(&path),
+                    ctime = ?snap.map(|s| s.ctime()),
+                    done_at = ?r.done_at,
+                    "received file changed since the server was done with it"
+                );
+            }
+        }
+        debug!(believed, changed_since, "receipts from the csync2 server");
+    }
+
+    /// The real path behind a name csync2 printed (`%prefix%/rest` or real).
+    pub(super) fn real_path(&self, name: &[u8]) -> Option<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        if name.first() == Some(&b'%') {
+            let real = self
+                .plan
+                .rules()
+                .prefixes()
+                .iter()
+                .find_map(|p| p.decode(name))?;
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&real)))
+        } else {
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(name)))
+        }
+    }
+
+    pub(super) fn run_full(&mut self) -> Result<(), Stop> {
+        let Some(req) = self.queue.take_full() else {
+            return Ok(());
+        };
+        if let Err(stop) = self.gate() {
+            self.requeue_full(&req);
+            return Err(stop);
+        }
+        let reasons = req.reasons.join("; ");
+        let scope_desc = match &req.scopes {
+            None => "/".to_string(),
+            Some(s) => s
+                .iter()
+                .map(|p| display_bytes(p))
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let _span = info_span!("full_check", scope = %scope_desc).entered();
+        for scope in req
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec![PathBuf::from("/")])
+        {
+            if let Err(e) = self.journal.record_full_check(
+                (scope != Path::new("/")).then_some(scope.as_path()),
+                &reasons,
+            ) {
+                warn!("cannot journal the full check: {e}");
+            }
+        }
+        self.set_state("full-check");
+        info!("full check ({reasons})");
+        let started = Instant::now();
+        let run = Run::begin();
+        let result = match &req.scopes {
+            None => self.csync2.check_all(self.limits),
+            Some(dirs) => self.csync2.check(dirs, true, self.limits),
+        };
+        let run = run.ended();
+        let millis = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(outcome) => {
+                self.status.counters.checks += outcome.processes as u64;
+                match &req.scopes {
+                    None => {
+                        self.status.counters.full_syncs += 1;
+                        self.cache.record_full(run);
+                        self.sched.full_started(Instant::now());
+                        if let Err(e) = self.journal.complete_all(req.max_txid) {
+                            warn!("cannot update the journal: {e}");
+                        }
+                        self.force_replayed();
+                        self.status.last_full_sync = Some(RunInfo {
+                            at: status::unix_now(),
+                            paths: 0,
+                            millis,
+                            marked: outcome.marked.len() as u64,
+                            ok: true,
+                        });
+                    }
+                    Some(dirs) => {
+                        for d in dirs {
+                            self.cache.record_tree(d.clone(), run);
+                        }
+                        if let Err(e) = self.journal.complete_trees(dirs, req.max_txid) {
+                            warn!("cannot update the journal: {e}");
+                        }
+                    }
+                }
+                // A full sync pushes to every peer, whatever -v reported.
+                self.sched.mark_all_dirty();
+                self.batch_failures = 0;
+                self.retry_at = None;
+                info!(
+                    marked = outcome.marked.len(),
+                    elapsed = ?started.elapsed(),
+                    "full check done"
+                );
+            }
+            Err(e) => {
+                self.note_failure(&e);
+                self.requeue_full(&req);
+                warn!("full check failed, retrying: {e}");
+            }
+        }
+        self.set_state("idle");
+        Ok(())
+    }
+
+    /// Force dirty what was journaled before the last stop (see
+    /// `main_loop`). Failures keep the lists for the next full check.
+    pub(super) fn force_replayed(&mut self) {
+        if self.replay.is_empty() && self.replay_trees.is_empty() {
+            return;
+        }
+        let done = self
+            .csync2
+            .mark(&self.replay, self.limits)
+            .and_then(|_| self.csync2.mark_tree(&self.replay_trees, self.limits));
+        match done {
+            Ok(_) => {
+                info!(
+                    paths = self.replay.len() + self.replay_trees.len(),
+                    "changes from before the last stop forced dirty"
+                );
+                self.replay.clear();
+                self.replay_trees.clear();
+                self.status.counters.marks += 1;
+            }
+            Err(e) => warn!("cannot force the replayed changes dirty, retrying later: {e}"),
+        }
+    }
+
+    pub(super) fn requeue_full(&mut self, req: &FullRequest) {
+        let reason = req.reasons.join("; ");
+        match &req.scopes {
+            None => self.queue.request_full(None, reason),
+            Some(dirs) => {
+                for d in dirs {
+                    self.queue.request_full(Some(d.clone()), reason.clone());
+                }
+            }
+        }
+    }
+
+    pub(super) fn run_batch(&mut self) -> Result<(), Stop> {
+        let batch = self.queue.take_batch(self.settings.max_batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(stop) = self.gate() {
+            self.queue.requeue(batch);
+            return Err(stop);
+        }
+        let _span = info_span!("batch", paths = batch.len()).entered();
+        self.set_state("checking");
+        let started = Instant::now();
+
+        self.absorb_receipts();
+        let unattributed = self.server.unattributed();
+        let mut check = Vec::new();
+        let mut mark = Vec::new();
+        let mut pre = Vec::new();
+        let mut skipped = 0u64;
+        for p in batch.entries.iter().chain(&batch.dirs) {
+            let snap = Snapshot::lstat(p);
+            match self.cache.classify(p, snap.as_ref(), unattributed) {
+                Decision::Skip => skipped += 1,
+                Decision::Check => check.push(p.clone()),
+                Decision::CheckAndMark => {
+                    tracing::trace!(
+                        path = %display_bytes(p),
+                        why = %self.cache.explain(p, snap.as_ref()),
+                        "at risk: will force dirty"
+                    );
+                    check.push(p.clone());
+                    mark.push(p.clone());
+                }
+            }
+            pre.push((p.clone(), snap));
+        }
+        self.status.counters.skipped += skipped;
+
+        let mut marked = 0usize;
+        let run = Run::begin();
+        let result = (|| -> Result<(), RunError> {
+            if !check.is_empty() {
+                let o = self.csync2.check(&check, false, self.limits)?;
+                self.status.counters.checks += o.processes as u64;
+                marked += o.marked.len();
+            }
+            if !batch.trees.is_empty() {
+                let o = self.csync2.check(&batch.trees, true, self.limits)?;
+                self.status.counters.checks += o.processes as u64;
+                marked += o.marked.len();
+            }
+            if !mark.is_empty() {
+                debug!(paths = mark.len(), "same-second edits: forcing them dirty");
+                let o = self.csync2.mark(&mark, self.limits)?;
+                self.status.counters.marks += o.processes as u64;
+                marked += mark.len();
+            }
+            Ok(())
+        })();
+        let run = run.ended();
+        match result {
+            Ok(()) => {
+                let checked: HashSet<&PathBuf> = check.iter().collect();
+                for (p, pre) in pre {
+                    if checked.contains(&p) {
+                        let post = Snapshot::lstat(&p);
+                        self.cache.record(p, pre, post, run);
+                    }
+                }
+                for t in &batch.trees {
+                    self.cache.record_tree(t.clone(), run);
+                }
+                self.complete(&batch);
+                if marked > 0 {
+                    self.sched.mark_all_dirty();
+                }
+                self.batch_failures = 0;
+                self.retry_at = None;
+                self.status.counters.batches += 1;
+                self.status.last_batch = Some(RunInfo {
+                    at: status::unix_now(),
+                    paths: batch.len() as u64,
+                    millis: started.elapsed().as_millis() as u64,
+                    marked: marked as u64,
+                    ok: true,
+                });
+                debug!(marked, skipped, elapsed = ?started.elapsed(), "batch checked");
+            }
+            Err(e) => {
+                warn!(paths = batch.len(), "csync2 check failed, retrying: {e}");
+                self.note_failure(&e);
+                if self.batch_failures >= 5 {
+                    error!(
+                        failures = self.batch_failures,
+                        "checks keep failing: falling back to a full check"
+                    );
+                    self.complete(&batch);
+                    self.queue
+                        .request_full(None, "repeated check failures".to_string());
+                } else {
+                    self.queue.requeue(batch);
+                }
+            }
+        }
+        self.set_state("idle");
+        Ok(())
+    }
+
+    /// Forget a checked batch in the journal (for a tree, also what it
+    /// subsumed below it).
+    pub(super) fn complete(&mut self, batch: &Batch) {
+        let paths: Vec<PathBuf> = batch.entries.iter().chain(&batch.dirs).cloned().collect();
+        let done = self
+            .journal
+            .complete(&paths, batch.max_txid)
+            .and_then(|()| self.journal.complete_trees(&batch.trees, batch.max_txid));
+        if let Err(e) = done {
+            warn!("cannot update the journal: {e}");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The control loop: what to do next, waiting, taking in changes, signals
+//! and `sync` requests, and the gate that keeps local csync2 clients away
+//! from a busy local server.
+
+use super::*;
+
+impl Daemon {
+    pub(super) fn main_loop(&mut self) -> anyhow::Result<()> {
+        match self.journal.pending() {
+            Ok(pending) => {
+                if !pending.is_empty() {
+                    info!(
+                        paths = pending.len(),
+                        "changes journaled before the last stop: forcing them dirty after the start-up check"
+                    );
+                }
+                // A csync2 check killed half-way (with us) may have recorded
+                // a file without marking it dirty: csync2 would never push
+                // it. So whatever was still journaled is forced dirty.
+                for q in pending {
+                    match q.kind {
+                        ChangeKind::DirTree => self.replay_trees.push(q.path),
+                        _ => self.replay.push(q.path),
+                    }
+                }
+            }
+            Err(e) => warn!("cannot read the journal's queue: {e}"),
+        }
+        self.queue.request_full(None, "start-up");
+        self.refresh_scope_timers(Instant::now());
+
+        loop {
+            self.collect();
+            if self.stopping {
+                self.finish();
+                return Ok(());
+            }
+            self.write_status(false);
+            match self.next_action(Instant::now()) {
+                Some(action) => {
+                    let done = match action {
+                        Action::Full => self.run_full(),
+                        Action::Batch => self.run_batch(),
+                        Action::Updates => self.run_updates(),
+                        Action::Verify => self.run_verify(),
+                    };
+                    if done.is_err() {
+                        // Stopped while waiting for the server to be quiet.
+                        continue;
+                    }
+                    if !self.queue.is_empty() && self.retry_at.is_none() {
+                        // Changes that arrived while csync2 ran form the
+                        // next batch at once.
+                        self.ready_at = Some(Instant::now());
+                    }
+                }
+                None => self.wait()?,
+            }
+        }
+    }
+
+    /// Pick the next action, most urgent first.
+    pub(super) fn next_action(&mut self, now: Instant) -> Option<Action> {
+        if self.sched.full_due(now) && self.queue.full_pending().is_none() {
+            self.queue.request_full(None, "periodic full sync");
+            self.sched.full_started(now);
+        }
+        for (scope, every, due) in &mut self.scope_timers {
+            if *due <= now {
+                *due = now + *every;
+                self.queue
+                    .request_full(Some(scope.clone()), "tree inotify cannot fully see");
+            }
+        }
+        let retry_ok = self.retry_at.is_none_or(|t| t <= now);
+        if self.queue.full_pending().is_some() && retry_ok {
+            return Some(Action::Full);
+        }
+        if !self.queue.is_empty() && retry_ok && self.ready_at.is_none_or(|t| t <= now) {
+            return Some(Action::Batch);
+        }
+        if !self.sched.due(now).is_empty() {
+            return Some(Action::Updates);
+        }
+        if self.sched.verify_pending() && self.queue.is_idle() {
+            return Some(Action::Verify);
+        }
+        None
+    }
+
+    /// Block until something may be due. Fails when the watcher died: a
+    /// daemon that no longer sees changes must not pretend to run.
+    pub(super) fn wait(&mut self) -> anyhow::Result<()> {
+        let mut deadline = self.sched.next_deadline();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        };
+        if !self.queue.is_empty() {
+            consider(self.ready_at);
+        }
+        if !self.queue.is_idle() {
+            consider(self.retry_at);
+        }
+        for (_, _, due) in &self.scope_timers {
+            consider(Some(*due));
+        }
+        if self.status_dirty {
+            consider(self.status_written.map(|t| t + Duration::from_millis(500)));
+        }
+        let timeout = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(60));
+        let wake = self.watcher.wake().clone();
+        select! {
+            recv(wake) -> w => {
+                if w.is_err() || !self.watcher.is_running() {
+                    anyhow::bail!("the inotify reader stopped; exiting so that systemd restarts csync2-watch");
+                }
+            }
+            recv(self.signals) -> sig => {
+                if let Ok(sig) = sig {
+                    self.on_signal(sig);
+                }
+            }
+            recv(self.probe_rx) -> r => {
+                if let Ok(r) = r {
+                    self.on_probe(r);
+                }
+            }
+            default(timeout) => {}
+        }
+        Ok(())
+    }
+
+    /// Take in everything that arrived: changes, signals, probe results.
+    pub(super) fn collect(&mut self) {
+        self.absorb_receipts();
+        while let Ok(sig) = self.signals.try_recv() {
+            self.on_signal(sig);
+        }
+        while let Ok(r) = self.probe_rx.try_recv() {
+            self.on_probe(r);
+        }
+        let drained = self.watcher.drain();
+        if !drained.changes.is_empty() {
+            let was_empty = self.queue.is_empty();
+            let items: Vec<(PathBuf, ChangeKind)> = drained
+                .changes
+                .into_iter()
+                .map(|c| (c.path, c.kind))
+                .collect();
+            self.status.counters.changes += items.len() as u64;
+            let txids = match self.journal.enqueue(&items) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Keep going in memory: the start-up full sync after a
+                    // crash covers what the journal could not hold.
+                    error!("cannot journal {} changes: {e}", items.len());
+                    vec![0; items.len()]
+                }
+            };
+            if let Some(&last) = txids.last() {
+                // Keep the feed bounded; pruning costs what it removes.
+                if last % 1024 < items.len() as u64 {
+                    if let Err(e) = self.journal.prune(self.settings.journal_keep_events) {
+                        warn!("cannot prune the journal's change feed: {e}");
+                    }
+                }
+            }
+            for ((path, kind), txid) in items.into_iter().zip(txids) {
+                self.queue.push(path, kind, txid);
+            }
+            if was_empty {
+                self.ready_at = Some(Instant::now() + self.settings.batch_delay);
+            }
+            self.status_dirty = true;
+        }
+        for fc in drained.full_checks {
+            let reason = match &fc.reason {
+                FullCheckReason::Overflow => {
+                    self.status.counters.overflows += 1;
+                    "inotify queue overflow".to_string()
+                }
+                FullCheckReason::WatchFailed(why) => format!("watch failed: {why}"),
+                FullCheckReason::TooManyChanges => "too many changes".to_string(),
+                FullCheckReason::RootReplaced => "a watched root was replaced".to_string(),
+            };
+            warn!(scope = ?fc.scope, "full check needed: {reason}");
+            self.queue.request_full(fc.scope, reason);
+            self.status_dirty = true;
+        }
+        if self
+            .queue
+            .collapse_if_over(self.settings.full_check_threshold)
+        {
+            info!(
+                threshold = self.settings.full_check_threshold,
+                "too many queued changes: one full check instead"
+            );
+        }
+    }
+
+    pub(super) fn on_signal(&mut self, sig: i32) {
+        match sig {
+            signal_hook::consts::SIGTERM | signal_hook::consts::SIGINT => {
+                if !self.stopping {
+                    info!("stopping after the batch in hand");
+                }
+                self.stopping = true;
+            }
+            signal_hook::consts::SIGHUP => self.reload(),
+            signal_hook::consts::SIGUSR1 => self.take_requests(true),
+            _ => {}
+        }
+    }
+
+    /// Handle `csync2-watch sync` requests; a bare SIGUSR1 means a full sync.
+    pub(super) fn take_requests(&mut self, from_signal: bool) {
+        let requests = match self.journal.take_requests() {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("cannot read sync requests: {e}");
+                Vec::new()
+            }
+        };
+        if requests.is_empty() && from_signal {
+            info!("SIGUSR1: full sync requested");
+            self.queue.request_full(None, "requested by SIGUSR1");
+        }
+        for req in requests {
+            self.status.last_request += 1;
+            match req {
+                Request::Full => {
+                    info!("full sync requested");
+                    self.queue
+                        .request_full(None, "requested by csync2-watch sync");
+                }
+                Request::Flush => {
+                    info!("flush requested: updating every peer now");
+                    self.ready_at = Some(Instant::now());
+                    self.retry_at = None;
+                    self.sched.retry_now();
+                }
+                Request::Paths(paths) => {
+                    let items: Vec<(PathBuf, ChangeKind)> = paths
+                        .into_iter()
+                        .map(|p| {
+                            let kind = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                                ChangeKind::DirTree
+                            } else {
+                                ChangeKind::Entry
+                            };
+                            (p, kind)
+                        })
+                        .collect();
+                    let txids = self
+                        .journal
+                        .enqueue(&items)
+                        .unwrap_or_else(|_| vec![0; items.len()]);
+                    for ((p, k), t) in items.into_iter().zip(txids) {
+                        self.queue.push(p, k, t);
+                    }
+                    self.ready_at = Some(Instant::now());
+                }
+            }
+        }
+        self.status_dirty = true;
+    }
+
+    /// Wait until the local csync2 server has been quiet for
+    /// `quiet_period`. Returns `Err(Stop)` when asked to stop meanwhile.
+    pub(super) fn gate(&mut self) -> Result<(), Stop> {
+        let quiet = self.settings.quiet_period;
+        let mut announced = false;
+        loop {
+            let serving = self.server.serving_now();
+            let recent = self
+                .server
+                .last_active()
+                .is_some_and(|t| t.elapsed() < quiet);
+            if !serving && !recent {
+                return Ok(());
+            }
+            if !announced {
+                debug!("local csync2 server busy: waiting");
+                self.set_state("waiting-for-server");
+                announced = true;
+            }
+            while let Ok(sig) = self.signals.try_recv() {
+                self.on_signal(sig);
+            }
+            if self.stopping {
+                return Err(Stop);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Record a failed csync2 run and set the retry delay.
+    pub(super) fn note_failure(&mut self, e: &RunError) {
+        if matches!(e, RunError::Busy) {
+            self.status.counters.busy += 1;
+        } else {
+            self.status.counters.csync2_failures += 1;
+        }
+        self.status.last_error = Some(e.to_string());
+        self.batch_failures += 1;
+        let delay = Duration::from_millis(250 * (1u64 << self.batch_failures.min(8)))
+            .min(self.settings.retry_max);
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// SIGTERM: the batch in hand was checked; push it to the peers that
+    /// answer, then stop. What is still queued stays in the journal.
+    pub(super) fn finish(&mut self) {
+        self.set_state("stopping");
+        if !self.sched.due(Instant::now()).is_empty() {
+            self.stopping = false;
+            let _ = self.run_updates();
+            self.stopping = true;
+        }
+    }
+
+    pub(super) fn reload(&mut self) {
+        info!("SIGHUP: reloading csync2.cfg and settings");
+        match Plan::load(&self.opts.load) {
+            Ok(plan) => {
+                let plan = Arc::new(plan);
+                self.watcher.reload(plan.clone() as Arc<dyn TreeFilter>);
+                let peers: Vec<String> = plan.peers().iter().map(|p| p.name.clone()).collect();
+                self.sched.set_peers(&peers);
+                self.plan = plan;
+                self.queue
+                    .request_full(None, "configuration reloaded".to_string());
+                self.refresh_scope_timers(Instant::now());
+            }
+            Err(e) => {
+                error!(
+                    "keeping the old configuration: {}",
+                    e.diagnostics.join("; ")
+                );
+            }
+        }
+        match crate::cmd::run::load_settings(
+            self.opts.settings_path.as_deref(),
+            &self.opts.overrides,
+        ) {
+            Ok(s) => {
+                self.csync2.program = s.csync2.clone();
+                self.csync2.client_args = s.csync2_args.clone();
+                self.limits.stall_timeout = s.stall_timeout;
+                self.settings = s;
+            }
+            Err(e) => error!("keeping the old settings: {e:#}"),
+        }
+        self.status_dirty = true;
+    }
+}

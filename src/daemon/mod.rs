@@ -1,0 +1,316 @@
+//! The daemon behind `csync2-watch run`: wires the watcher, the batch
+//! queue, the stat cache, the scheduler, the csync2 runner, the local
+//! server gate, the journal and the status files into one control loop.
+//!
+//! One control thread runs every local csync2 client, one at a time (or
+//! one update per peer at a time with `parallel_updates`), and only while
+//! the local csync2 server has been quiet for `quiet_period`. Everything
+//! else feeds it without ever blocking: the watcher coalesces changes,
+//! probes report from their own threads, signals arrive on a channel.
+//!
+//! Start-up: lock the state directory, load csync2.cfg and the settings,
+//! start (or observe) the local server, place every watch, replay what the
+//! journal still holds, then run a full sync before anything else, so no
+//! change made while the daemon was down is missed.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use crossbeam_channel::{select, Receiver, Sender};
+use tracing::{debug, error, info, info_span, warn};
+
+use crate::journal::{Journal, Request};
+use crate::plan::{LoadOptions, Plan};
+use crate::probe;
+use crate::queue::{display_bytes, Batch, BatchQueue, FullRequest};
+use crate::runner::{Csync2, Limits, RunError, UpdateOutcome};
+use crate::sched::{Reach, Scheduler, Timing};
+use crate::server::LocalServer;
+use crate::settings::{ServerMode, Settings};
+use crate::statcache::{Decision, Run, Snapshot, StatCache};
+use crate::status::{self, Counters, PeerStatus, RunInfo, Status};
+use crate::watch::{ChangeKind, FullCheckReason, TreeFilter, WatchOptions, WatchStats, Watcher};
+
+/// csync2's default port.
+pub const DEFAULT_PORT: u16 = 30865;
+
+/// Everything `run` needs, resolved from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub load: LoadOptions,
+    pub csync2: Csync2,
+    pub settings: Settings,
+    /// `--config FILE`, for reloads.
+    pub settings_path: Option<PathBuf>,
+    /// `--set KEY=VALUE` overrides, for reloads.
+    pub overrides: Vec<String>,
+    /// `--state-dir`; `None`: the default for this node.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Why the control loop stopped what it was doing.
+#[derive(Debug)]
+struct Stop;
+
+/// A probe's answer, from its own thread.
+struct ProbeResult {
+    peer: String,
+    result: Result<Duration, probe::ProbeError>,
+}
+
+/// The default state directory: `/var/lib/csync2-watch/NODE[_CFG]`, named
+/// like csync2's own database.
+pub fn default_state_dir(node: &str, cfg_name: Option<&str>) -> PathBuf {
+    let mut name = node.to_string();
+    if let Some(cfg) = cfg_name {
+        name.push('_');
+        name.push_str(cfg);
+    }
+    Path::new("/var/lib/csync2-watch").join(name)
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let plan = Arc::new(load_plan(&opts.load)?);
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(plan.node(), opts.load.cfg_name.as_deref()));
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let _lock = lock_state_dir(&state_dir)?;
+    let journal = Journal::open(&state_dir)?;
+
+    let port = opts.csync2.port.unwrap_or(DEFAULT_PORT);
+    let bind = bind_addresses(opts.load.node.as_deref(), port);
+    let server = match opts.settings.server {
+        ServerMode::Managed => LocalServer::managed(&opts.csync2, port, bind)?,
+        ServerMode::External => LocalServer::external(port, bind),
+    };
+
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
+    ])
+    .context("cannot install signal handlers")?;
+    let sig_handle = signals.handle();
+    let sig_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig_tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })?;
+
+    info!(node = plan.node(), config = %plan.config_file().display(), state_dir = %state_dir.display(), "starting");
+    let started = Instant::now();
+    let watcher = Watcher::start(
+        plan.clone() as Arc<dyn TreeFilter>,
+        watch_options(&opts.settings),
+    )
+    .context("cannot watch the csync2 trees")?;
+    let stats = watcher.stats();
+    info!(
+        directories = stats.dirs_watched,
+        elapsed = ?started.elapsed(),
+        "all watches in place"
+    );
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!(
+                "watching {} directories; start-up full sync",
+                stats.dirs_watched
+            )),
+        ],
+    );
+
+    let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
+    let peers: Vec<String> = plan.peers().iter().map(|p| p.name.clone()).collect();
+    let now = Instant::now();
+    let seed = seed_for(plan.node());
+    let mut daemon = Daemon {
+        sched: Scheduler::new(&peers, timing(&opts.settings), now, seed),
+        limits: Limits {
+            stall_timeout: opts.settings.stall_timeout,
+        },
+        csync2: opts.csync2.clone(),
+        settings: opts.settings.clone(),
+        opts,
+        plan,
+        state_dir,
+        port,
+        journal,
+        queue: BatchQueue::new(),
+        cache: StatCache::new(100_000),
+        watcher,
+        server,
+        signals: sig_rx,
+        probe_tx,
+        probe_rx,
+        stopping: false,
+        ready_at: None,
+        retry_at: None,
+        batch_failures: 0,
+        scope_timers: Vec::new(),
+        replay: Vec::new(),
+        replay_trees: Vec::new(),
+        status: Status::default(),
+        status_written: None,
+        status_dirty: true,
+    };
+    daemon.init_status();
+    let result = daemon.main_loop();
+
+    daemon.status.state = "stopped".into();
+    daemon.write_status(true);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let Daemon {
+        watcher, server, ..
+    } = daemon;
+    watcher.stop();
+    server.shutdown();
+    sig_handle.close();
+    let _ = sig_thread.join();
+    info!("stopped");
+    result
+}
+
+/// Load csync2.cfg, turning problems into a configuration error.
+pub fn load_plan(load: &LoadOptions) -> anyhow::Result<Plan> {
+    Plan::load(load).map_err(|e| {
+        let mut msg = String::new();
+        for d in &e.diagnostics {
+            msg.push_str(d);
+            msg.push('\n');
+        }
+        anyhow::Error::new(crate::exit::Exit::config(msg))
+    })
+}
+
+/// Hold an exclusive lock on `state_dir/lock` for the daemon's lifetime.
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, errno)) => {
+            let holder = Status::read(state_dir)
+                .ok()
+                .filter(|s| s.daemon_alive())
+                .map(|s| format!(" (pid {})", s.pid))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "another csync2-watch{holder} already runs with state directory {} ({errno}); \
+                 stop it, or give this one its own --state-dir",
+                state_dir.display()
+            )
+        }
+    }
+}
+
+/// The addresses csync2 -ii binds with `-N NAME` (none: all addresses).
+fn bind_addresses(node: Option<&str>, port: u16) -> Vec<IpAddr> {
+    let Some(node) = node else {
+        return Vec::new();
+    };
+    match (node, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut v: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            v.dedup();
+            v
+        }
+        Err(e) => {
+            warn!("cannot resolve this node's name {node}: {e}; watching all addresses for csync2 connections");
+            Vec::new()
+        }
+    }
+}
+
+fn watch_options(s: &Settings) -> WatchOptions {
+    WatchOptions {
+        network_fs_interval: s.network_fs_interval,
+        degraded_interval: s.degraded_interval,
+        ..WatchOptions::default()
+    }
+}
+
+fn timing(s: &Settings) -> Timing {
+    Timing {
+        retry_initial: s.retry_initial,
+        retry_max: s.retry_max,
+        down_probe_max: Duration::from_secs(10),
+        full_sync_interval: s.full_sync_interval,
+        full_sync_jitter: s.full_sync_jitter,
+    }
+}
+
+fn seed_for(node: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ u64::from(std::process::id()) ^ status::unix_now()
+}
+
+struct Daemon {
+    opts: Options,
+    plan: Arc<Plan>,
+    settings: Settings,
+    csync2: Csync2,
+    limits: Limits,
+    state_dir: PathBuf,
+    port: u16,
+    journal: Journal,
+    queue: BatchQueue,
+    cache: StatCache,
+    sched: Scheduler,
+    watcher: Watcher,
+    server: LocalServer,
+    signals: Receiver<i32>,
+    probe_tx: Sender<ProbeResult>,
+    probe_rx: Receiver<ProbeResult>,
+    stopping: bool,
+    /// When the queued changes may go out (batch_delay after a quiet spell).
+    ready_at: Option<Instant>,
+    /// A failed check is retried no earlier than this.
+    retry_at: Option<Instant>,
+    batch_failures: u32,
+    /// Subtrees inotify cannot fully cover, with their next full check.
+    scope_timers: Vec<(PathBuf, Duration, Instant)>,
+    /// Journaled before the last stop, to force dirty after the start-up
+    /// full check (entries, and trees with all below them).
+    replay: Vec<PathBuf>,
+    replay_trees: Vec<PathBuf>,
+    status: Status,
+    status_written: Option<Instant>,
+    status_dirty: bool,
+}
+
+/// What the control loop does next.
+enum Action {
+    Full,
+    Batch,
+    Updates,
+    Verify,
+}
+
+mod checks;
+mod control;
+mod peers;
+mod report;

@@ -1,0 +1,171 @@
+//! Telling the operator: status.json, metrics, sd_notify STATUS lines, and
+//! the timers for trees inotify cannot fully see.
+
+use super::*;
+
+impl Daemon {
+    /// Periodic full checks for trees inotify cannot fully see.
+    pub(super) fn refresh_scope_timers(&mut self, now: Instant) {
+        let stats = self.watcher.stats();
+        self.set_scope_timers(&stats, now);
+    }
+
+    /// Keep one timer per network-filesystem or degraded tree; a tree that
+    /// stays keeps its due time.
+    pub(super) fn set_scope_timers(&mut self, stats: &WatchStats, now: Instant) {
+        let wanted: Vec<&PathBuf> = stats
+            .network_fs
+            .iter()
+            .map(|(p, _)| p)
+            .chain(&stats.degraded)
+            .collect();
+        if wanted.len() == self.scope_timers.len()
+            && wanted
+                .iter()
+                .zip(&self.scope_timers)
+                .all(|(w, (p, _, _))| *w == p)
+        {
+            return;
+        }
+        let old = std::mem::take(&mut self.scope_timers);
+        let known = |path: &Path| old.iter().any(|(p, _, _)| p == path);
+        let keep = |path: &Path, every: Duration| {
+            old.iter()
+                .find(|(p, _, _)| p == path)
+                .map(|(_, _, due)| *due)
+                .unwrap_or(now + every)
+        };
+        let mut timers = Vec::new();
+        for (path, fs) in &stats.network_fs {
+            if known(path) {
+                let every = self.settings.network_fs_interval;
+                timers.push((path.clone(), every, keep(path, every)));
+                continue;
+            }
+            warn!(
+                path = %display_bytes(path),
+                fs,
+                every = ?self.settings.network_fs_interval,
+                "inotify cannot see writes made by other machines here: periodic full checks"
+            );
+            let every = self.settings.network_fs_interval;
+            timers.push((path.clone(), every, keep(path, every)));
+        }
+        for path in &stats.degraded {
+            let every = self.settings.degraded_interval;
+            timers.push((path.clone(), every, keep(path, every)));
+        }
+        self.scope_timers = timers;
+    }
+
+    pub(super) fn set_state(&mut self, state: &str) {
+        if self.status.state != state {
+            self.status.state = state.to_string();
+            self.status_dirty = true;
+        }
+    }
+
+    pub(super) fn init_status(&mut self) {
+        self.status = Status {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node: self.plan.node().to_string(),
+            config_file: self.plan.config_file().to_path_buf(),
+            state_dir: self.state_dir.clone(),
+            started: status::unix_now(),
+            state: "starting".into(),
+            counters: Counters::default(),
+            ..Status::default()
+        };
+        self.write_status(true);
+    }
+
+    /// Refresh and write the status files (at most twice a second unless
+    /// `force`).
+    pub(super) fn write_status(&mut self, force: bool) {
+        if self
+            .status_written
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+            && !force
+        {
+            return;
+        }
+        if !self.status_dirty && !force {
+            return;
+        }
+        let now = Instant::now();
+        let stats = self.watcher.stats();
+        self.set_scope_timers(&stats, now);
+        self.status.updated = status::unix_now();
+        self.status.watch.ready = true;
+        self.status.watch.directories = stats.dirs_watched as u64;
+        self.status.watch.roots = self.plan.roots().to_vec();
+        self.status.watch.network_fs = stats
+            .network_fs
+            .iter()
+            .map(|(p, fs)| (p.clone(), fs.to_string()))
+            .collect();
+        self.status.watch.degraded = stats.degraded.clone();
+        self.status.watch.overflows = self.status.counters.overflows;
+        self.status.queue.pending = self.queue.len() as u64;
+        self.status.queue.full_check_pending = self.queue.full_pending().is_some();
+        self.status.queue.last_txid = self.queue.max_txid();
+        self.status.next_full_sync_in = self
+            .sched
+            .next_full()
+            .map(|t| t.saturating_duration_since(now).as_secs());
+        self.status.peers = self
+            .sched
+            .peers()
+            .iter()
+            .map(|p| PeerStatus {
+                name: p.name.clone(),
+                reach: match p.reach {
+                    Reach::Unknown => "unknown",
+                    Reach::Up => "up",
+                    Reach::Down { .. } => "down",
+                }
+                .to_string(),
+                dirty: p.dirty,
+                failures: p.failures,
+                last_ok: p.last_ok.and_then(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs())
+                }),
+                last_error: p.last_error.clone(),
+                next_try_in: p
+                    .next_try
+                    .map(|t| t.saturating_duration_since(now).as_secs()),
+            })
+            .collect();
+        let server = self.server.status();
+        self.status.server.managed = server.managed;
+        self.status.server.pid = server.pid;
+        self.status.server.restarts = server.restarts;
+        self.status.server.connections = server.connections;
+        self.status.server.last_error = server.last_error;
+        if let Err(e) = self.status.write(&self.state_dir) {
+            warn!("cannot write status: {e}");
+        }
+        let up = self
+            .status
+            .peers
+            .iter()
+            .filter(|p| p.reach != "down")
+            .count();
+        let _ = sd_notify::notify(
+            false,
+            &[sd_notify::NotifyState::Status(&format!(
+                "{}; {} directories watched; {} queued; peers {}/{} reachable",
+                self.status.state,
+                self.status.watch.directories,
+                self.status.queue.pending,
+                up,
+                self.status.peers.len()
+            ))],
+        );
+        self.status_written = Some(now);
+        self.status_dirty = false;
+    }
+}
