@@ -146,3 +146,35 @@ fn events_feed_lists_changes_with_transaction_ids() {
     let out = cli(&c, 0, &["events", "--since", &txid.to_string()]);
     assert!(out.stdout.is_empty(), "nothing after the last txid");
 }
+
+#[test]
+fn an_external_csync2_server_works_too() {
+    // inetd or csync2.socket runs the server: csync2-watch only watches
+    // its connections (socket table) and never starts one.
+    let tb = csync2_watch::testbed::Testbed::start(csync2_watch::testbed::TestbedOptions::nodes(3))
+        .unwrap();
+    let servers = tb.start_servers().unwrap();
+    let settings = format!(
+        "{}\nserver = \"external\"\n",
+        cluster_support::TEST_SETTINGS
+    );
+    let c = csync2_watch::testbed::WatchedCluster::start(
+        tb,
+        std::path::Path::new(BIN),
+        &settings,
+        "csync2_watch=debug",
+        SETTLE,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..3 {
+        let s = c.status(i).unwrap();
+        assert!(!s.server.managed, "node{} manages a server", i + 1);
+    }
+    fs::write(c.node(0).host_path("via-external"), b"e").unwrap();
+    fs::write(c.node(1).host_path("other-way"), b"o").unwrap();
+    if let Err(e) = c.wait_converged(SETTLE) {
+        panic!("{e}\n{}", c.logs_tail(40));
+    }
+    drop(c);
+    drop(servers);
+}
