@@ -38,6 +38,9 @@ pub struct Status {
     pub last_full_sync: Option<RunInfo>,
     /// Seconds until the next periodic full sync.
     pub next_full_sync_in: Option<u64>,
+    /// A full check runs in the background right now.
+    #[serde(default)]
+    pub full_check_running: bool,
     /// Id of the last `csync2-watch sync` request handled.
     pub last_request: u64,
     pub last_error: Option<String>,
@@ -193,6 +196,11 @@ impl Status {
             "full_check_pending",
             "1 when a full check is queued.",
             f64::from(u8::from(self.queue.full_check_pending)),
+        );
+        gauge(
+            "full_check_running",
+            "1 while a full check runs in the background.",
+            f64::from(u8::from(self.full_check_running)),
         );
         gauge(
             "degraded_trees",

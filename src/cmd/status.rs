@@ -100,8 +100,13 @@ pub fn render(s: &Status, alive: bool) -> String {
     }
     let _ = writeln!(
         o,
-        "  queue:     {} path(s){}",
+        "  queue:     {} path(s){}{}",
         s.queue.pending,
+        if s.full_check_running {
+            ", full check running"
+        } else {
+            ""
+        },
         if s.queue.full_check_pending {
             ", full check pending"
         } else {

@@ -59,7 +59,13 @@ impl Daemon {
         }
     }
 
+    /// Start the pending full check in the background: a full check of a
+    /// large tree takes seconds, and changes keep flowing meanwhile (csync2
+    /// serialises the database itself, and commits often for that reason).
     pub(super) fn run_full(&mut self) -> Result<(), Stop> {
+        if self.full.is_some() {
+            return Ok(());
+        }
         let Some(req) = self.queue.take_full() else {
             return Ok(());
         };
@@ -76,7 +82,6 @@ impl Daemon {
                 .collect::<Vec<_>>()
                 .join(" "),
         };
-        let _span = info_span!("full_check", scope = %scope_desc).entered();
         for scope in req
             .scopes
             .clone()
@@ -89,14 +94,61 @@ impl Daemon {
                 warn!("cannot journal the full check: {e}");
             }
         }
-        self.set_state("full-check");
-        info!("full check ({reasons})");
-        let started = Instant::now();
+        let span = info_span!("full_check", scope = %scope_desc);
+        span.in_scope(|| info!("full check ({reasons})"));
+        let (csync2, limits, scopes) = (self.csync2.clone(), self.limits, req.scopes.clone());
+        let done = self.full_done_tx.clone();
         let run = Run::begin();
-        let result = match &req.scopes {
-            None => self.csync2.check_all(self.limits),
-            Some(dirs) => self.csync2.check(dirs, true, self.limits),
+        let spawned = std::thread::Builder::new()
+            .name("full-check".into())
+            .spawn(move || {
+                let _entered = span.entered();
+                let result = match &scopes {
+                    None => csync2.check_all(limits),
+                    Some(dirs) => csync2.check(dirs, true, limits),
+                };
+                let _ = done.send(());
+                result
+            });
+        match spawned {
+            Ok(handle) => {
+                self.full = Some(RunningFull {
+                    req,
+                    run,
+                    started: Instant::now(),
+                    handle,
+                });
+                self.status.full_check_running = true;
+                self.status_dirty = true;
+            }
+            Err(e) => {
+                warn!("cannot start a thread for the full check: {e}");
+                self.requeue_full(&req);
+                self.full_retry_at = Some(Instant::now() + self.settings.retry_initial);
+            }
+        }
+        Ok(())
+    }
+
+    /// The background full check ended: record what it established.
+    pub(super) fn finish_full(&mut self) {
+        let Some(full) = self.full.take() else {
+            return;
         };
+        let RunningFull {
+            req,
+            run,
+            started,
+            handle,
+        } = full;
+        let result = handle.join().unwrap_or_else(|_| {
+            Err(RunError::Failed {
+                status: "panicked".into(),
+                stderr_tail: "the full-check thread panicked".into(),
+            })
+        });
+        self.status.full_check_running = false;
+        self.status_dirty = true;
         let run = run.ended();
         let millis = started.elapsed().as_millis() as u64;
         match result {
@@ -130,8 +182,8 @@ impl Daemon {
                 }
                 // A full sync pushes to every peer, whatever -v reported.
                 self.sched.mark_all_dirty();
-                self.batch_failures = 0;
-                self.retry_at = None;
+                self.full_failures = 0;
+                self.full_retry_at = None;
                 info!(
                     marked = outcome.marked.len(),
                     elapsed = ?started.elapsed(),
@@ -139,13 +191,20 @@ impl Daemon {
                 );
             }
             Err(e) => {
-                self.note_failure(&e);
+                if matches!(e, RunError::Busy) {
+                    self.status.counters.busy += 1;
+                } else {
+                    self.status.counters.csync2_failures += 1;
+                }
+                self.status.last_error = Some(e.to_string());
+                self.full_failures += 1;
+                let delay = Duration::from_millis(500 * (1u64 << self.full_failures.min(8)))
+                    .min(self.settings.retry_max);
+                self.full_retry_at = Some(Instant::now() + delay);
                 self.requeue_full(&req);
-                warn!("full check failed, retrying: {e}");
+                warn!("full check failed, retrying in {delay:?}: {e}");
             }
         }
-        self.set_state("idle");
-        Ok(())
     }
 
     /// Force dirty what was journaled before the last stop (see

@@ -73,7 +73,8 @@ impl Daemon {
             }
         }
         let retry_ok = self.retry_at.is_none_or(|t| t <= now);
-        if self.queue.full_pending().is_some() && retry_ok {
+        let full_ok = self.full.is_none() && self.full_retry_at.is_none_or(|t| t <= now);
+        if self.queue.full_pending().is_some() && full_ok {
             return Some(Action::Full);
         }
         if !self.queue.is_empty() && retry_ok && self.ready_at.is_none_or(|t| t <= now) {
@@ -100,8 +101,11 @@ impl Daemon {
         if !self.queue.is_empty() {
             consider(self.ready_at);
         }
-        if !self.queue.is_idle() {
+        if !self.queue.is_empty() {
             consider(self.retry_at);
+        }
+        if self.queue.full_pending().is_some() && self.full.is_none() {
+            consider(self.full_retry_at);
         }
         for (_, _, due) in &self.scope_timers {
             consider(Some(*due));
@@ -124,6 +128,7 @@ impl Daemon {
                     self.on_signal(sig);
                 }
             }
+            recv(self.full_done_rx) -> _ => self.finish_full(),
             recv(self.probe_rx) -> r => {
                 if let Ok(r) = r {
                     self.on_probe(r);
@@ -134,8 +139,12 @@ impl Daemon {
         Ok(())
     }
 
-    /// Take in everything that arrived: changes, signals, probe results.
+    /// Take in everything that arrived: changes, signals, probe results,
+    /// the end of a background full check.
     pub(super) fn collect(&mut self) {
+        if self.full_done_rx.try_recv().is_ok() {
+            self.finish_full();
+        }
         self.absorb_receipts();
         while let Ok(sig) = self.signals.try_recv() {
             self.on_signal(sig);
@@ -316,6 +325,11 @@ impl Daemon {
     /// answer, then stop. What is still queued stays in the journal.
     pub(super) fn finish(&mut self) {
         self.set_state("stopping");
+        if self.full.is_some() {
+            info!("waiting for the full check in hand");
+            let _ = self.full_done_rx.recv();
+            self.finish_full();
+        }
         if !self.sched.due(Instant::now()).is_empty() {
             self.stopping = false;
             let _ = self.run_updates();

@@ -56,6 +56,14 @@ pub struct Options {
 #[derive(Debug)]
 struct Stop;
 
+/// A full check running in its own thread.
+struct RunningFull {
+    req: FullRequest,
+    run: Run,
+    started: Instant,
+    handle: std::thread::JoinHandle<Result<crate::runner::CheckOutcome, RunError>>,
+}
+
 /// A probe's answer, from its own thread.
 struct ProbeResult {
     peer: String,
@@ -136,6 +144,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     );
 
     let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
+    let (full_done_tx, full_done_rx) = crossbeam_channel::bounded(1);
     let peers: Vec<String> = plan.peers().iter().map(|p| p.name.clone()).collect();
     let now = Instant::now();
     let seed = seed_for(plan.node());
@@ -162,6 +171,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         ready_at: None,
         retry_at: None,
         batch_failures: 0,
+        full: None,
+        full_done_tx,
+        full_done_rx,
+        full_failures: 0,
+        full_retry_at: None,
         scope_timers: Vec::new(),
         replay: Vec::new(),
         replay_trees: Vec::new(),
@@ -291,6 +305,13 @@ struct Daemon {
     /// A failed check is retried no earlier than this.
     retry_at: Option<Instant>,
     batch_failures: u32,
+    /// The full check running in the background, if any.
+    full: Option<RunningFull>,
+    full_done_tx: Sender<()>,
+    full_done_rx: Receiver<()>,
+    full_failures: u32,
+    /// A failed full check is retried no earlier than this.
+    full_retry_at: Option<Instant>,
     /// Subtrees inotify cannot fully cover, with their next full check.
     scope_timers: Vec<(PathBuf, Duration, Instant)>,
     /// Journaled before the last stop, to force dirty after the start-up
