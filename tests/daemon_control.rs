@@ -178,3 +178,62 @@ fn an_external_csync2_server_works_too() {
     drop(c);
     drop(servers);
 }
+
+#[test]
+fn changes_keep_flowing_while_a_full_check_runs() {
+    // Enough files that `csync2 -cr /` takes a while.
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = (0..30_000)
+        .map(|i| (format!("bulk/d{}/f{i}", i % 300).into(), vec![b'b'; 16]))
+        .collect();
+    let tb = csync2_watch::testbed::Testbed::start(csync2_watch::testbed::TestbedOptions {
+        files,
+        ..csync2_watch::testbed::TestbedOptions::nodes(3)
+    })
+    .unwrap();
+    let c = csync2_watch::testbed::WatchedCluster::start(
+        tb,
+        std::path::Path::new(BIN),
+        cluster_support::TEST_SETTINGS,
+        "csync2_watch=debug",
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = cli_watched(&c, 0, &["sync", "--full"]);
+    assert!(out.status.success(), "{out:?}");
+    fs::write(c.node(0).host_path("during-full"), b"f").unwrap();
+    assert!(wait_until(SETTLE, || c
+        .node(1)
+        .host_path("during-full")
+        .exists()));
+    // The change went out while the full check was still running: its
+    // batch sits between the full check's start and end in the log.
+    let log = c.log(0);
+    let started = log
+        .rfind("full check (requested")
+        .expect("full check started");
+    let batch = log[started..].find("batch checked").map(|i| i + started);
+    let done = log[started..].find("full check done").map(|i| i + started);
+    match (batch, done) {
+        (Some(b), Some(d)) => assert!(b < d, "the change waited for the full check"),
+        (Some(_), None) => {} // still running: even better
+        _ => panic!(
+            "no batch after the full check started:\n{}",
+            &log[started..]
+        ),
+    }
+}
+
+fn cli_watched(
+    c: &csync2_watch::testbed::WatchedCluster,
+    node: usize,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("-N")
+        .arg(c.node(node).name())
+        .arg("--state-dir")
+        .arg(c.node(node).state_dir())
+        .output()
+        .unwrap()
+}

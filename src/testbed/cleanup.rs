@@ -153,7 +153,9 @@ pub(crate) fn sweep_locked(base: &Path) -> Vec<String> {
         }
     }
     for id in orphans {
-        if !base.join(&id).exists() && !stale.contains(&id) {
+        // Another base directory (CSYNC2_WATCH_TESTBED_DIR) may own it: an
+        // id whose process still lives is never an orphan.
+        if !base.join(&id).exists() && !stale.contains(&id) && !id_owner_alive(&id) {
             stale.push(id);
         }
     }
@@ -165,6 +167,12 @@ pub(crate) fn sweep_locked(base: &Path) -> Vec<String> {
         removed.push(id);
     }
     removed
+}
+
+/// Does the process whose PID starts testbed id `<pid>-<n>` still run?
+fn id_owner_alive(id: &str) -> bool {
+    id.split_once('-')
+        .is_some_and(|(pid, _)| Path::new("/proc").join(pid).exists())
 }
 
 /// Is `s` a testbed id, `<pid>-<n>`?
