@@ -439,8 +439,10 @@ fn floors(ctx: &Ctx, tb: &Testbed, targets: &mut Targets, report: &mut Report) -
                 .unwrap_or_else(|_| Err(anyhow!("the floor driver panicked")));
             (lat, driven)
         });
-        let driven = driven?;
+        // The arrival's error first: a driver stopped because of it only
+        // says "aborted".
         let lat = lat.with_context(|| format!("floor change {i} ({})", rel.display()))?;
+        let driven = driven?;
         let series = if par { &mut parallel } else { &mut serial };
         series.samples.push(lat);
         series.failures += driven.failures;
@@ -492,8 +494,8 @@ fn burst_floor(ctx: &Ctx, tb: &Testbed, report: &mut Report) -> Result<()> {
                 .unwrap_or_else(|_| Err(anyhow!("the floor driver panicked")));
             (lat, driven)
         });
-        let driven = driven?;
         let lat = lat.with_context(|| format!("floor burst {b}"))?;
+        let driven = driven?;
         ctx.say(format!(
             "floor burst {}/{}: {} files on both peers after {} ms",
             b + 1,
@@ -860,6 +862,20 @@ fn watched(
     }
     settle(ctx, c, Duration::from_secs(300))?;
     let d = counters(c)?.minus(&before);
+    report.burst_runs = format!(
+        "csync2 runs per burst: {:.2} on node1 ({} checks, {} marks, {} updates, {} verifies \
+         for {} bursts), {:.2} on all nodes; csync2 failures {}, busy {}, full syncs {}",
+        d.runs_node1 as f64 / bursts.samples.len() as f64,
+        d.checks,
+        d.marks,
+        d.updates,
+        d.verifies,
+        bursts.samples.len(),
+        d.runs_all as f64 / bursts.samples.len() as f64,
+        d.failures,
+        d.busy,
+        d.full_syncs
+    );
     bursts.runs_per_change = Some(d.runs_node1 as f64 / bursts.samples.len() as f64);
     bursts.failures = d.failures as usize;
     report.burst_watch = Some(bursts);
@@ -1541,6 +1557,7 @@ struct Report {
     idle_runs: u64,
     daemon_rss: Vec<(String, u64, u64)>,
     runs: String,
+    burst_runs: String,
     verified: Option<bool>,
     lifetime_cpu: Vec<(String, Duration)>,
     logs: Vec<PathBuf>,
@@ -1656,8 +1673,10 @@ impl Report {
             println!("  {}: each burst {} ms", s.label, each.join(", "));
         }
         println!("  (runs/chg: csync2 processes per change on node1; for the -x loop, passes per change)");
-        if !self.runs.is_empty() {
-            println!("  {}", self.runs);
+        for r in [&self.runs, &self.burst_runs] {
+            if !r.is_empty() {
+                println!("  {r}");
+            }
         }
         if !self.x_detail.is_empty() {
             println!("  {}", self.x_detail);
@@ -1701,7 +1720,7 @@ impl Report {
                     "CPU, csync2-watch idle {:.0} s (daemon + children), {node}",
                     f.wall.as_secs_f64()
                 ),
-                format!("{:.3}% of a core", f.share() * 100.0),
+                format!("{:.3}% ({} ms)", f.share() * 100.0, f.cpu.as_millis()),
                 x_share.map_or("-".into(), |x| format!("{:.4}x", f.share() / x))
             );
         }
