@@ -33,6 +33,7 @@ pub const KEYS: &[&str] = &[
     "csync2",
     "csync2_args",
     "batch_delay",
+    "batch_delay_max",
     "max_batch",
     "full_check_threshold",
     "full_sync_interval",
@@ -84,9 +85,13 @@ pub struct Settings {
     /// peers, node, config or database are refused (csync2-watch sets
     /// those itself).
     pub csync2_args: Vec<OsString>,
-    /// Wait this long after the first change of a quiet spell before
-    /// starting a batch, to catch its siblings. Default 5ms.
+    /// A batch starts once no change has arrived for this long (after a
+    /// quiet spell), to catch a change's siblings. Default 5ms.
     pub batch_delay: Duration,
+    /// ... but never later than this after the first change of the spell,
+    /// however fast changes keep coming. Default 100ms (or `batch_delay`,
+    /// if that is longer).
+    pub batch_delay_max: Duration,
     /// Most paths handed to one csync2 check run. Default 2000.
     pub max_batch: usize,
     /// A batch with more paths than this becomes one full check (the old
@@ -267,6 +272,7 @@ impl Default for Settings {
                 .unwrap_or_else(|| PathBuf::from(CSYNC2_FALLBACK)),
             csync2_args: Vec::new(),
             batch_delay: Duration::from_millis(5),
+            batch_delay_max: Duration::from_millis(100),
             max_batch: 2000,
             full_check_threshold: 15000,
             full_sync_interval: Duration::from_secs(3600),
@@ -414,6 +420,10 @@ impl Settings {
                 );
             }
         }
+        if !v.pos.contains_key("batch_delay_max") {
+            // The default cap never undercuts a longer batch_delay.
+            s.batch_delay_max = s.batch_delay_max.max(s.batch_delay);
+        }
         v.cross_checks(&s);
         v.errors.sort_by_key(|p| (p.line, p.col));
         v.warnings.sort_by_key(|p| (p.line, p.col));
@@ -439,6 +449,7 @@ impl Settings {
                 Value::Array(self.csync2_args.iter().map(|a| s(a)).collect()),
             ),
             ("batch_delay", d(self.batch_delay)),
+            ("batch_delay_max", d(self.batch_delay_max)),
             ("max_batch", int(self.max_batch as u64)),
             (
                 "full_check_threshold",
@@ -757,6 +768,13 @@ impl Validator<'_> {
                 }
                 s.batch_delay = d;
             }
+            "batch_delay_max" => {
+                let d = at_most(duration(v)?, minute, "changes would wait that long before being synced")?;
+                if d > Duration::from_secs(1) {
+                    self.warn_at_key(name, format!("`{name} = {raw}`: during a stream of changes the first one waits this long before reaching the peers; the goal is a second at most"));
+                }
+                s.batch_delay_max = d;
+            }
             "max_batch" => {
                 let n = count(v)?;
                 if n == 0 {
@@ -841,6 +859,16 @@ impl Validator<'_> {
                     "retry_initial = \"{}\" is longer than retry_max = \"{}\"; make retry_initial at most retry_max",
                     fmt(s.retry_initial),
                     fmt(s.retry_max)
+                ),
+            );
+        }
+        if s.batch_delay_max < s.batch_delay {
+            self.warn_at_key(
+                "batch_delay_max",
+                format!(
+                    "batch_delay_max = \"{}\" is shorter than batch_delay = \"{}\": batches start batch_delay_max after the first change; make batch_delay_max at least batch_delay",
+                    fmt(s.batch_delay_max),
+                    fmt(s.batch_delay)
                 ),
             );
         }

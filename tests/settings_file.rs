@@ -46,6 +46,7 @@ fn defaults_are_the_documented_ones() {
     assert!(d.csync2.ends_with("csync2"));
     assert!(d.csync2_args.is_empty());
     assert_eq!(d.batch_delay, Duration::from_millis(5));
+    assert_eq!(d.batch_delay_max, Duration::from_millis(100));
     assert_eq!(d.max_batch, 2000);
     assert_eq!(d.full_check_threshold, 15000);
     assert_eq!(d.full_sync_interval, Duration::from_secs(3600));
@@ -277,6 +278,11 @@ fn doubtful_values_are_warnings_not_errors() {
         ("csync2_args = [\"-d\"]\n", "dry run"),
         ("stall_timeout = \"1s\"\n", "may kill healthy runs"),
         ("batch_delay = \"2s\"\n", "wait this long"),
+        ("batch_delay_max = \"3s\"\n", "the goal is a second"),
+        (
+            "batch_delay = \"20ms\"\nbatch_delay_max = \"10ms\"\n",
+            "make batch_delay_max at least batch_delay",
+        ),
     ] {
         let (f, c) = check(text);
         assert!(c.errors.is_empty(), "{text:?}: {:#?}", c.errors);

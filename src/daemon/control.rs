@@ -181,9 +181,7 @@ impl Daemon {
             for ((path, kind), txid) in items.into_iter().zip(txids) {
                 self.queue.push(path, kind, txid);
             }
-            if was_empty {
-                self.ready_at = Some(Instant::now() + self.settings.batch_delay);
-            }
+            self.settle(was_empty, Instant::now());
             self.status_dirty = true;
         }
         for fc in drained.full_checks {
@@ -208,6 +206,21 @@ impl Daemon {
                 threshold = self.settings.full_check_threshold,
                 "too many queued changes: one full check instead"
             );
+        }
+    }
+
+    /// New changes arrived: a batch starts once changes stop arriving for
+    /// `batch_delay`, but at most `batch_delay_max` after the first change
+    /// of a quiet spell (so a burst written in a few tens of milliseconds
+    /// is one csync2 run, and a steady stream still goes out). A batch
+    /// already due (changes that came while csync2 ran) is not held back.
+    fn settle(&mut self, was_empty: bool, now: Instant) {
+        if was_empty {
+            self.spell_started = now;
+            self.ready_at = Some(now + self.settings.batch_delay);
+        } else if self.ready_at.is_some_and(|t| t > now) {
+            let cap = self.spell_started + self.settings.batch_delay_max;
+            self.ready_at = Some((now + self.settings.batch_delay).min(cap));
         }
     }
 

@@ -169,6 +169,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         probe_rx,
         stopping: false,
         ready_at: None,
+        spell_started: Instant::now(),
         retry_at: None,
         batch_failures: 0,
         full: None,
@@ -302,6 +303,8 @@ struct Daemon {
     stopping: bool,
     /// When the queued changes may go out (batch_delay after a quiet spell).
     ready_at: Option<Instant>,
+    /// When the first change of the current quiet spell arrived.
+    spell_started: Instant,
     /// A failed check is retried no earlier than this.
     retry_at: Option<Instant>,
     batch_failures: u32,
