@@ -189,3 +189,38 @@ fn a_settled_cluster_stays_quiet() {
         c.logs_tail()
     );
 }
+
+#[test]
+fn parallel_updates_converge_and_a_partitioned_peer_does_not_hold_up_the_other() {
+    // `parallel_updates = true`: one `csync2 -u -P peer` per peer at once,
+    // contending for csync2's SQLite database.
+    let settings = format!(
+        "{}\nparallel_updates = true\n",
+        cluster_support::TEST_SETTINGS
+    );
+    let c = Cluster::start_with(3, "", &settings);
+    for i in 0..20 {
+        fs::write(c.path(i % 2, format!("parallel-{i}")), format!("{i}")).unwrap();
+    }
+    c.wait_converged(SETTLE);
+    // While both peers were up, each had its own csync2 -u.
+    let log = c.log(0);
+    assert!(
+        log.contains("mode=\"update\" peers=node2 paths")
+            && log.contains("mode=\"update\" peers=node3 paths"),
+        "no per-peer csync2 -u in node1's log:\n{}",
+        c.logs_tail()
+    );
+    c.node(2).link_down().unwrap();
+    for i in 0..3 {
+        let rel = format!("parallel-partition-{i}");
+        fs::write(c.path(0, &rel), b"p").unwrap();
+        assert!(
+            arrives(&c, 1, &rel, b"p", NOT_HELD_UP),
+            "node2 held up by the partitioned node3\n{}",
+            c.logs_tail()
+        );
+    }
+    c.node(2).link_up().unwrap();
+    c.wait_converged(SETTLE);
+}

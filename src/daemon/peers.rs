@@ -68,11 +68,16 @@ impl Daemon {
         if self.settings.parallel_updates && up.len() > 1 {
             let csync2 = &self.csync2;
             let limits = self.limits;
+            let span = tracing::Span::current();
             let results: Vec<(String, Result<UpdateOutcome, RunError>)> = std::thread::scope(|s| {
                 let handles: Vec<_> = up
                     .iter()
                     .map(|p| {
-                        s.spawn(move || (p.clone(), csync2.update(std::slice::from_ref(p), limits)))
+                        let span = span.clone();
+                        s.spawn(move || {
+                            let _entered = span.entered();
+                            (p.clone(), csync2.update(std::slice::from_ref(p), limits))
+                        })
                     })
                     .collect();
                 handles
