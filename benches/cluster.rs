@@ -822,20 +822,7 @@ fn watched(
     let d = after.minus(&before);
     series.runs_per_change = Some(d.runs_node1 as f64 / series.samples.len() as f64);
     series.failures = d.failures as usize;
-    report.runs = format!(
-        "csync2 runs per single change: {:.2} on node1 ({} checks, {} marks, {} updates, {} \
-         verifies for {} changes), {:.2} on all nodes; csync2 failures {}, busy {}, full syncs {}",
-        d.runs_node1 as f64 / series.samples.len() as f64,
-        d.checks,
-        d.marks,
-        d.updates,
-        d.verifies,
-        series.samples.len(),
-        d.runs_all as f64 / series.samples.len() as f64,
-        d.failures,
-        d.busy,
-        d.full_syncs
-    );
+    report.runs = d.describe("single change", "changes", series.samples.len());
     ctx.say(format!("csync2-watch: p50 {} ms", ms(series.pct(0.5))));
     report.watch = Some(series);
 
@@ -862,20 +849,7 @@ fn watched(
     }
     settle(ctx, c, Duration::from_secs(300))?;
     let d = counters(c)?.minus(&before);
-    report.burst_runs = format!(
-        "csync2 runs per burst: {:.2} on node1 ({} checks, {} marks, {} updates, {} verifies \
-         for {} bursts), {:.2} on all nodes; csync2 failures {}, busy {}, full syncs {}",
-        d.runs_node1 as f64 / bursts.samples.len() as f64,
-        d.checks,
-        d.marks,
-        d.updates,
-        d.verifies,
-        bursts.samples.len(),
-        d.runs_all as f64 / bursts.samples.len() as f64,
-        d.failures,
-        d.busy,
-        d.full_syncs
-    );
+    report.burst_runs = d.describe("burst", "bursts", bursts.samples.len());
     bursts.runs_per_change = Some(d.runs_node1 as f64 / bursts.samples.len() as f64);
     bursts.failures = d.failures as usize;
     report.burst_watch = Some(bursts);
@@ -977,6 +951,24 @@ struct Counts {
 }
 
 impl Counts {
+    /// One line: csync2 runs per `what` over `n` of them.
+    fn describe(&self, what: &str, plural: &str, n: usize) -> String {
+        let per = |runs: u64| runs as f64 / n.max(1) as f64;
+        format!(
+            "csync2 runs per {what}: {:.2} on node1 ({} checks, {} marks, {} updates, {} verifies \
+             for {n} {plural}), {:.2} on all nodes; csync2 failures {}, busy {}, full syncs {}",
+            per(self.runs_node1),
+            self.checks,
+            self.marks,
+            self.updates,
+            self.verifies,
+            per(self.runs_all),
+            self.failures,
+            self.busy,
+            self.full_syncs
+        )
+    }
+
     fn minus(&self, o: &Counts) -> Counts {
         Counts {
             runs_node1: self.runs_node1 - o.runs_node1,
