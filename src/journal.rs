@@ -39,7 +39,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 
 use crate::watch::ChangeKind;
 
@@ -291,6 +293,13 @@ fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + Copy + 
     }
 }
 
+/// Begin a transaction that takes the write lock at once (no upgrade
+/// from a read lock that could fail half-way).
+fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, JournalError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_err(path))
+}
+
 fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
@@ -377,8 +386,7 @@ impl Journal {
     }
 
     fn migrate(&mut self) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        let err = sqlite_err(&path);
+        let err = sqlite_err(&self.path);
         let version: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -386,10 +394,7 @@ impl Journal {
         if version == SCHEMA_VERSION {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let tx = immediate(&mut self.conn, &self.path)?;
         // Read again under the write lock: another process may have
         // migrated meanwhile.
         let version: i64 = tx
@@ -397,20 +402,20 @@ impl Journal {
             .map_err(err)?;
         if version < 0 {
             return Err(JournalError::Corrupt {
-                path: path.clone(),
+                path: self.path.clone(),
                 message: format!("schema version {version} is not one csync2-watch writes"),
             });
         }
         if version > SCHEMA_VERSION {
             return Err(JournalError::TooNew {
-                path: path.clone(),
+                path: self.path.clone(),
                 found: version,
                 supported: SCHEMA_VERSION,
             });
         }
         for step in version..SCHEMA_VERSION {
             tx.execute_batch(MIGRATIONS[step as usize]).map_err(err)?;
-            tracing::debug!(journal = %path.display(), "journal schema migrated to version {}", step + 1);
+            tracing::debug!(journal = %self.path.display(), "journal schema migrated to version {}", step + 1);
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -430,13 +435,9 @@ impl Journal {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
-        let path = self.path.clone();
-        let err = sqlite_err(&path);
+        let err = sqlite_err(&self.path);
         let now = now_ms();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let tx = immediate(&mut self.conn, &self.path)?;
         let mut txids = Vec::with_capacity(changes.len());
         {
             let mut feed = tx
@@ -565,12 +566,8 @@ impl Journal {
         if items.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let err = sqlite_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let err = sqlite_err(&self.path);
+        let tx = immediate(&mut self.conn, &self.path)?;
         {
             let mut st = tx.prepare_cached(sql).map_err(err)?;
             for item in items {
@@ -664,12 +661,8 @@ impl Journal {
     /// Pruned txids are never handed out again. Cost is proportional to
     /// the entries removed, so calling it after every batch is cheap.
     pub fn prune(&mut self, keep: u64) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        let err = sqlite_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let err = sqlite_err(&self.path);
+        let tx = immediate(&mut self.conn, &self.path)?;
         // Txids in the feed are contiguous (AUTOINCREMENT hands them out in
         // order, a rolled-back insert gives its id back, and only this
         // removes rows, from the oldest end), so the newest entry to remove
@@ -702,12 +695,8 @@ impl Journal {
 
     /// Leave a request for the daemon (used by `csync2-watch sync`).
     pub fn push_request(&mut self, request: &Request) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        let err = sqlite_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let err = sqlite_err(&self.path);
+        let tx = immediate(&mut self.conn, &self.path)?;
         let kind = match request {
             Request::Paths(_) => REQ_PATHS,
             Request::Full => REQ_FULL,
@@ -734,12 +723,8 @@ impl Journal {
     /// deleting happen in one transaction, so no request is taken twice or
     /// lost when `sync` pushes one meanwhile.
     pub fn take_requests(&mut self) -> Result<Vec<Request>, JournalError> {
-        let path = self.path.clone();
-        let err = sqlite_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let err = sqlite_err(&self.path);
+        let tx = immediate(&mut self.conn, &self.path)?;
         let mut heads: Vec<(i64, i64)> = Vec::new();
         {
             let mut st = tx
@@ -768,7 +753,7 @@ impl Journal {
                         let mut paths = Vec::new();
                         for row in rows {
                             paths.push(row.map_err(err)?.ok_or_else(|| JournalError::Corrupt {
-                                path: path.clone(),
+                                path: self.path.clone(),
                                 message: format!("request {id} has a path that is not a blob"),
                             })?);
                         }
@@ -776,7 +761,7 @@ impl Journal {
                     }
                     other => {
                         return Err(JournalError::Corrupt {
-                            path: path.clone(),
+                            path: self.path.clone(),
                             message: format!("request {id} has unknown kind {other}"),
                         })
                     }

@@ -900,10 +900,7 @@ impl Reader {
                 }
             }
             Err(e) if is_vanished(&e) => {
-                if mode != Mode::Initial {
-                    self.report_gone(id, path);
-                }
-                self.remove_node(id);
+                self.vanished(id, path, mode);
                 return;
             }
             Err(e) => {
@@ -917,10 +914,7 @@ impl Reader {
         let mut dir = match OpenDir::open(path) {
             Ok(d) => d,
             Err(e) if is_vanished(&e) => {
-                if mode != Mode::Initial {
-                    self.report_gone(id, path);
-                }
-                self.remove_node(id);
+                self.vanished(id, path, mode);
                 return;
             }
             Err(e) => {
@@ -1024,6 +1018,15 @@ impl Reader {
             let c = self.tree.alloc(id, name_at(i));
             stack.push((self.tree.key(c), covered));
         }
+    }
+
+    /// A directory vanished while being (re)watched: report it (unless this
+    /// is the initial walk, which reports nothing) and forget it.
+    fn vanished(&mut self, id: Id, path: &Path, mode: Mode) {
+        if mode != Mode::Initial {
+            self.report_gone(id, path);
+        }
+        self.remove_node(id);
     }
 
     /// Report a directory that vanished: itself if synced, else the synced
