@@ -8,10 +8,12 @@
 //! * core: [`fnmatch`], [`config`] (csync2.cfg lexer and parser), [`paths`]
 //!   (csync2's path decisions), [`plan`] (what this node syncs, with whom),
 //!   [`queue`] (the deduplicating batch queue), [`sched`] (when to run
-//!   what), [`statcache`] (what csync2 can and cannot see).
+//!   what), [`statcache`] (what csync2 can and cannot see), [`confirm`]
+//!   (what the peers were confirmed to hold; what recovery forces dirty).
 //! * adapters: [`watch`] (inotify tree), [`runner`] (csync2 processes),
 //!   [`server`] (local `csync2 -ii` supervision), [`probe`] (peer TCP
-//!   probes), [`journal`] (SQLite state), [`fstype`] (statfs), [`status`].
+//!   probes), [`journal`] (SQLite state), [`fstype`] (statfs), [`status`],
+//!   [`walk`] (the synced trees, as `csync2 -cr` walks them).
 //! * edges: [`cli`], [`cmd`] (one module per subcommand), [`daemon`]
 //!   (wiring for `run`), [`testbed`] (multi-node clusters in namespaces for
 //!   the demo, tests and benchmarks).
@@ -19,6 +21,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod confirm;
 pub mod daemon;
 pub mod exit;
 pub mod fnmatch;
@@ -37,4 +40,5 @@ pub mod statcache;
 pub mod status;
 pub mod sysctl;
 pub mod testbed;
+pub mod walk;
 pub mod watch;

@@ -175,6 +175,7 @@ pub struct Plan {
     tempdir_location: Option<String>,
     database: Option<OsString>,
     lock_timeout: u64,
+    ignores: crate::confirm::Ignores,
     rules: Rules,
     /// `FILE:LINE:COL` of each root's first include pattern.
     root_origins: Vec<String>,
@@ -223,6 +224,7 @@ impl Plan {
             tempdir_location: None,
             database: None,
             lock_timeout: 12,
+            ignores: crate::confirm::Ignores::default(),
             rules: Rules::default(),
             root_origins: Vec::new(),
             warnings: Vec::new(),
@@ -389,6 +391,11 @@ impl Plan {
             .as_ref()
             .map(|w| OsString::from_vec(w.text.clone()));
         self.lock_timeout = r.lock_timeout;
+        self.ignores = crate::confirm::Ignores {
+            uid: r.ignore_uid,
+            gid: r.ignore_gid,
+            mode: r.ignore_mod,
+        };
         self.compute_roots(cfg, r);
     }
 
@@ -713,6 +720,11 @@ impl Plan {
     /// Non-fatal problems, each `FILE:LINE:COL: warning: message`.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// What csync2's check texts leave out (`ignore uid|gid|mod;`).
+    pub fn ignores(&self) -> crate::confirm::Ignores {
+        self.ignores
     }
 
     /// The decision engine.

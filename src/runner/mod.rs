@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub use parse::KnownFile;
 use parse::{Kind, StderrParser, StdoutParser};
 
 /// How to invoke csync2 for this node.
@@ -251,7 +252,7 @@ impl Csync2 {
             cmd.args(paths);
         }
         let mut stderr = StderrParser::new(kind, self.chatty());
-        let mut stdout = StdoutParser::new(mode == ["-M"]);
+        let mut stdout = StdoutParser::new(mode);
         let fin = process::run(
             cmd,
             limits.stall_timeout,
@@ -502,6 +503,30 @@ impl Csync2 {
             "csync2 -M done"
         );
         Ok(raw.stdout.entries)
+    }
+}
+
+impl Csync2 {
+    /// `csync2 -L`: every file csync2's database knows, with its check
+    /// text (csync2 exits 2 when it knows none: that is an empty list).
+    pub fn list_known(&self, limits: Limits) -> Result<Vec<KnownFile>, RunError> {
+        let span = tracing::debug_span!("csync2", mode = "list known", peers = "", paths = 0);
+        let _enter = span.enter();
+        let start = Instant::now();
+        let raw = self
+            .run_raw(Kind::Other, &["-L"], &[], limits)
+            .map_err(|e| self.log_err(e, start, "list known"))?;
+        if raw.status.code() == Some(2) && raw.stdout.known.is_empty() && !raw.stderr.busy {
+            return Ok(Vec::new());
+        }
+        if !raw.status.success() {
+            let e = Self::judge(&raw)
+                .err()
+                .unwrap_or_else(|| Self::failed(&raw));
+            return Err(self.log_err(e, start, "list known"));
+        }
+        tracing::debug!(elapsed = ?start.elapsed(), known = raw.stdout.known.len(), "csync2 -L done");
+        Ok(raw.stdout.known)
     }
 }
 

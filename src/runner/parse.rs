@@ -358,23 +358,46 @@ impl StderrParser {
 #[derive(Debug, Default)]
 pub(crate) struct StdoutParser {
     pub entries: Vec<DirtyEntry>,
+    /// `-L` records: csync2's check text and the file name.
+    pub known: Vec<KnownFile>,
     /// `Found SYSDIR/csync2.lock`.
     pub lockfile: Option<PathBuf>,
     /// Lines that are neither (shown when the run fails).
     pub other: Vec<String>,
     list_dirty: bool,
+    list_known: bool,
 }
 
 impl StdoutParser {
-    pub(crate) fn new(list_dirty: bool) -> Self {
+    pub(crate) fn new(mode: &[&str]) -> Self {
         StdoutParser {
-            list_dirty,
+            list_dirty: mode == ["-M"],
+            list_known: mode == ["-L"],
             ..Default::default()
         }
     }
 
     /// Feed one line, without its `\n`.
     pub(crate) fn line(&mut self, line: &[u8]) {
+        if self.list_known {
+            // `CHECKTXT TAB FILE`; a check text always starts with `v1:`
+            // and holds no tab (csync2 url-encodes what could).
+            if let Some(tab) = line.iter().position(|&b| b == b'\t') {
+                if line.starts_with(b"v1:") {
+                    self.known.push(KnownFile {
+                        checktxt: line[..tab].to_vec(),
+                        name: line[tab + 1..].to_vec(),
+                    });
+                    return;
+                }
+            }
+            if let Some(last) = self.known.last_mut() {
+                // A newline inside the previous record's file name.
+                last.name.push(b'\n');
+                last.name.extend_from_slice(line);
+                return;
+            }
+        }
         if self.list_dirty {
             if let Some(e) = parse_dirty_line(line) {
                 self.entries.push(e);
@@ -401,6 +424,16 @@ impl StdoutParser {
             self.other.push(display_line(line));
         }
     }
+}
+
+/// One `-L` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownFile {
+    /// csync2's check text (`v1:mtime=...`).
+    pub checktxt: Vec<u8>,
+    /// The name as csync2 records it (`%prefix%/...` where a prefix
+    /// applies).
+    pub name: Vec<u8>,
 }
 
 /// One `-M` record: `chary|force TAB myname TAB peer TAB file`. The file
@@ -565,7 +598,7 @@ mod tests {
         assert_eq!(e.path.as_os_str().as_bytes(), b"/a\tb");
         assert!(parse_dirty_line(b"chary\tme\tpeer\trelative").is_none());
         assert!(parse_dirty_line(b"x\tme\tpeer\t/a").is_none());
-        let mut p = StdoutParser::new(true);
+        let mut p = StdoutParser::new(&["-M"]);
         for l in [&b"chary\tme\tp\t/a"[..], b"b", b"chary\tme\tq\t%pre%/c"] {
             p.line(l);
         }
@@ -576,7 +609,7 @@ mod tests {
 
     #[test]
     fn lockfile_message() {
-        let mut p = StdoutParser::new(true);
+        let mut p = StdoutParser::new(&["-M"]);
         p.line(b"Found /etc/csync2.lock");
         assert_eq!(p.lockfile, Some(PathBuf::from("/etc/csync2.lock")));
     }

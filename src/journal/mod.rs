@@ -31,6 +31,14 @@
 //! * `requests(id INTEGER PRIMARY KEY AUTOINCREMENT, kind)` and
 //!   `request_paths(request_id, seq, path BLOB)`: requests from `sync`.
 //! * `meta(key TEXT PRIMARY KEY, value TEXT)`.
+//! * `runs(id, mode, started_ms)` and `run_scope(run_id, path BLOB,
+//!   recursive)`: every csync2 client run that can change csync2's
+//!   database (check, mark, update), written before it starts and removed
+//!   when it has finished. What is left after a crash is what was
+//!   interrupted (see [`runs`]).
+//! * `confirmed(path BLOB PRIMARY KEY, dev, ino, mode, uid, gid, size,
+//!   rdev, mtime_ns, ctime_ns)`: the stat each path had when the peers were
+//!   last confirmed to hold it (see [`crate::confirm`]).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -45,6 +53,11 @@ use rusqlite::{
 
 use crate::watch::ChangeKind;
 
+mod health;
+mod runs;
+pub use health::{HealthFlag, HEALTH_FILE};
+pub use runs::{RunMode, RunRecord, ScopeEntry};
+
 /// File name of the journal inside the state directory.
 pub const FILE_NAME: &str = "journal.db";
 
@@ -52,7 +65,7 @@ pub const FILE_NAME: &str = "journal.db";
 pub const STATE_ROOT: &str = "/var/lib/csync2-watch";
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,6 +200,49 @@ pub enum JournalError {
     Corrupt { path: PathBuf, message: String },
 }
 
+impl JournalError {
+    /// The file is damaged (as opposed to unreachable or too new).
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            JournalError::Corrupt { .. } => true,
+            JournalError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The journal holds every changed path name: root's alone. Creates it
+/// (empty, which SQLite takes for a new database) with mode 0600, or
+/// tightens an existing one and its WAL. SQLite gives the WAL and the
+/// shared-memory file the mode of the database file.
+fn restrict(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
 fn not_found_message(path: &Path, state_dir_exists: bool) -> String {
     let dir = path.parent().unwrap_or(Path::new("/"));
     if state_dir_exists {
@@ -262,6 +318,33 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 1 -> 2: csync2 runs in flight, and what the peers were confirmed to
+    // hold. An upgraded journal starts with an empty `confirmed` table,
+    // which the daemon fills from csync2's own database (see
+    // `crate::confirm`).
+    "CREATE TABLE runs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        mode       TEXT NOT NULL,
+        started_ms INTEGER NOT NULL
+    );
+    CREATE TABLE run_scope (
+        run_id    INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        path      BLOB NOT NULL,
+        recursive INTEGER NOT NULL,
+        PRIMARY KEY (run_id, path)
+    );
+    CREATE TABLE confirmed (
+        path     BLOB PRIMARY KEY,
+        dev      INTEGER NOT NULL,
+        ino      INTEGER NOT NULL,
+        mode     INTEGER NOT NULL,
+        uid      INTEGER NOT NULL,
+        gid      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        rdev     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// An open journal (one SQLite connection). Several may be open on the same
@@ -277,7 +360,7 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -286,7 +369,7 @@ fn now_ms() -> i64 {
 
 /// Wraps a SQLite error with the journal's path (for closures that run
 /// while the connection is mutably borrowed).
-fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + Copy + '_ {
+pub(crate) fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + Copy + '_ {
     move |source| JournalError::Sqlite {
         path: path.to_path_buf(),
         source,
@@ -295,12 +378,15 @@ fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + Copy + 
 
 /// Begin a transaction that takes the write lock at once (no upgrade
 /// from a read lock that could fail half-way).
-fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, JournalError> {
+pub(crate) fn immediate<'c>(
+    conn: &'c mut Connection,
+    path: &Path,
+) -> Result<Transaction<'c>, JournalError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_err(path))
 }
 
-fn path_bytes(p: &Path) -> &[u8] {
+pub(crate) fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
 
@@ -319,7 +405,68 @@ impl Journal {
                 })?;
         }
         let path = state_dir.join(FILE_NAME);
+        restrict(&path)?;
         Self::open_file(path, OpenFlags::SQLITE_OPEN_CREATE)
+    }
+
+    /// [`Journal::open`] for the daemon, which must not stop syncing for
+    /// a damaged journal: a journal SQLite calls corrupt (or that fails
+    /// `PRAGMA quick_check`) is moved aside, with its WAL, to
+    /// `journal.db.corrupt-UNIXTIME` (kept for the administrator) and a new
+    /// one is started. Returns where the old one went, if it was moved.
+    pub fn open_or_set_aside(state_dir: &Path) -> Result<(Journal, Option<PathBuf>), JournalError> {
+        let first = Self::open(state_dir).and_then(|mut j| j.quick_check().map(|()| j));
+        match first {
+            Ok(j) => Ok((j, None)),
+            Err(e) if e.is_corruption() => {
+                let path = state_dir.join(FILE_NAME);
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(format!(".corrupt-{stamp}"));
+                let aside = PathBuf::from(aside);
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut from = path.as_os_str().to_owned();
+                    from.push(suffix);
+                    let mut to = aside.as_os_str().to_owned();
+                    to.push(suffix);
+                    match std::fs::rename(&from, &to) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(JournalError::Io {
+                                path: PathBuf::from(from),
+                                source,
+                            })
+                        }
+                    }
+                }
+                tracing::error!(
+                    journal = %path.display(),
+                    moved_to = %aside.display(),
+                    "the journal cannot be read ({e}); moved it aside and starting a new one"
+                );
+                let j = Self::open(state_dir)?;
+                Ok((j, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PRAGMA quick_check`: fails with [`JournalError::Corrupt`] unless
+    /// SQLite finds the file sound.
+    pub fn quick_check(&mut self) -> Result<(), JournalError> {
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(self.corrupt(&format!("PRAGMA quick_check: {verdict}")))
+        }
     }
 
     /// Open an existing `state_dir/journal.db` (for `events` and `sync`,
@@ -352,7 +499,7 @@ impl Journal {
         Ok(journal)
     }
 
-    fn err(&self, source: rusqlite::Error) -> JournalError {
+    pub(crate) fn err(&self, source: rusqlite::Error) -> JournalError {
         JournalError::Sqlite {
             path: self.path.clone(),
             source,
@@ -797,7 +944,7 @@ impl Journal {
             .map_err(|e| self.err(e))
     }
 
-    fn corrupt(&self, message: &str) -> JournalError {
+    pub(crate) fn corrupt(&self, message: &str) -> JournalError {
         JournalError::Corrupt {
             path: self.path.clone(),
             message: message.to_string(),
@@ -806,7 +953,7 @@ impl Journal {
 }
 
 /// A BLOB (or, from a hand-edited file, TEXT) column as a path; NULL is None.
-fn blob(v: ValueRef<'_>) -> Option<PathBuf> {
+pub(crate) fn blob(v: ValueRef<'_>) -> Option<PathBuf> {
     match v {
         ValueRef::Blob(b) | ValueRef::Text(b) => {
             Some(PathBuf::from(OsString::from_vec(b.to_vec())))
