@@ -75,7 +75,7 @@ pub struct WatchOpts {
     /// csync2-watch settings file [default: /etc/csync2-watch/csync2-watch.toml].
     #[arg(long = "config", value_name = "FILE")]
     pub settings: Option<PathBuf>,
-    /// Directory for the journal, status and metrics
+    /// Directory for the journal and status (private: 0700)
     /// [default: /var/lib/csync2-watch/NODE[_CFGNAME]].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -48,7 +48,12 @@ pub const KEYS: &[&str] = &[
     "network_fs_interval",
     "degraded_interval",
     "journal_keep_events",
+    "metrics_dir",
 ];
+
+/// Where the Prometheus textfile goes by default: outside the (private)
+/// state directory, readable by node_exporter.
+pub const DEFAULT_METRICS_DIR: &str = "/run/csync2-watch";
 
 /// Most paths one csync2 check run may be handed (`max_batch`).
 pub const MAX_BATCH_LIMIT: usize = 100_000;
@@ -129,6 +134,11 @@ pub struct Settings {
     /// How many journaled change events to keep for `events`. Default
     /// 1_000_000.
     pub journal_keep_events: u64,
+    /// Directory for the Prometheus textfile `NODE[_CFG].prom` (it holds
+    /// no path names; the directory is made 0755 and the file 0644, for
+    /// node_exporter's textfile collector, which does not run as root).
+    /// Empty: no textfile. Default `/run/csync2-watch`.
+    pub metrics_dir: PathBuf,
     /// Where the settings came from (`None`: defaults, no file).
     pub source: Option<PathBuf>,
 }
@@ -287,6 +297,7 @@ impl Default for Settings {
             network_fs_interval: Duration::from_secs(300),
             degraded_interval: Duration::from_secs(300),
             journal_keep_events: 1_000_000,
+            metrics_dir: PathBuf::from(DEFAULT_METRICS_DIR),
             source: None,
         }
     }
@@ -467,6 +478,7 @@ impl Settings {
             ("network_fs_interval", d(self.network_fs_interval)),
             ("degraded_interval", d(self.degraded_interval)),
             ("journal_keep_events", int(self.journal_keep_events)),
+            ("metrics_dir", s(self.metrics_dir.as_os_str())),
         ];
         debug_assert_eq!(values.len(), KEYS.len());
         let mut out = String::new();
@@ -840,6 +852,15 @@ impl Validator<'_> {
                 s.degraded_interval = nonzero(duration(v)?, "a tree inotify cannot fully watch is only synced by these checks; the default is 5m")?
             }
             "journal_keep_events" => s.journal_keep_events = count(v)?,
+            "metrics_dir" => {
+                let Value::String(dir) = v else {
+                    return Err("expected a directory, e.g. \"/run/csync2-watch\", or \"\" for no metrics file".into());
+                };
+                if !dir.is_empty() && !dir.starts_with('/') {
+                    return Err("must be an absolute path (or \"\" for no metrics file); the default is \"/run/csync2-watch\"".into());
+                }
+                s.metrics_dir = PathBuf::from(dir);
+            }
             _ => unreachable!("key {name} is in KEYS but not handled"),
         }
         Ok(())

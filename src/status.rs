@@ -1,7 +1,8 @@
-//! What the daemon tells the operator: `status.json` (read by
-//! `csync2-watch status`) and `metrics.prom` (Prometheus text format, for
-//! node_exporter's textfile collector), both in the state directory and
-//! both replaced atomically (write to a temporary file, fsync-free rename).
+//! What the daemon tells the operator: `status.json` in the (private)
+//! state directory, read by `csync2-watch status`, and a Prometheus
+//! textfile for node_exporter's textfile collector in a directory of its
+//! own (it holds no path names). Both are replaced atomically (write to a
+//! temporary file, fsync-free rename).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -10,9 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// File names inside the state directory.
+/// File name inside the state directory.
 pub const STATUS_FILE: &str = "status.json";
-pub const METRICS_FILE: &str = "metrics.prom";
 
 /// The whole status document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,20 @@ pub struct Status {
     /// Id of the last `csync2-watch sync` request handled.
     pub last_request: u64,
     pub last_error: Option<String>,
+    /// A journal write failed (full disk?): syncing goes on, and the next
+    /// start rechecks every tree.
+    #[serde(default)]
+    pub journal_error: Option<String>,
+    /// Paths or trees whose csync2 state is in doubt (an interrupted or
+    /// failed csync2 run) until recovery forces them dirty.
+    #[serde(default)]
+    pub doubt_paths: u64,
+    /// What the last `csync2 -M` still listed as dirty (paths csync2 has
+    /// not got to a peer yet), and the first few of them as `PATH -> PEER`.
+    #[serde(default)]
+    pub unsynced_count: u64,
+    #[serde(default)]
+    pub unsynced: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +114,9 @@ pub struct Counters {
     pub csync2_failures: u64,
     pub busy: u64,
     pub overflows: u64,
+    /// Paths recovery forced dirty.
+    #[serde(default)]
+    pub forced: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -135,7 +152,8 @@ pub fn unix_now() -> u64 {
 }
 
 /// Replace `path` with `bytes` atomically.
-fn replace(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StatusError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |source| StatusError::Io {
         path: path.to_path_buf(),
         source,
@@ -143,18 +161,44 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    // status.json names paths: root's alone (0600), as is the journal.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    // An existing temporary file keeps its mode: set it.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)
 }
 
 impl Status {
-    /// Write `status.json` and `metrics.prom` into `state_dir`.
+    /// Write `status.json` (0600) into `state_dir`.
     pub fn write(&self, state_dir: &Path) -> Result<(), StatusError> {
         let json = serde_json::to_vec_pretty(self).expect("status serialises");
-        replace(&state_dir.join(STATUS_FILE), &json)?;
-        replace(&state_dir.join(METRICS_FILE), self.metrics().as_bytes())
+        replace(&state_dir.join(STATUS_FILE), &json, 0o600)
+    }
+
+    /// Write the Prometheus textfile (0644) to `path`, making its
+    /// directory (0755) if missing.
+    pub fn write_metrics(&self, path: &Path) -> Result<(), StatusError> {
+        if let Some(dir) = path.parent() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|source| StatusError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        replace(path, self.metrics().as_bytes(), 0o644)
     }
 
     /// Read `state_dir/status.json`.
@@ -324,7 +368,14 @@ mod tests {
         let back = Status::read(dir.path()).unwrap();
         assert_eq!(back, s);
         assert!(back.daemon_alive());
-        let metrics = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join(STATUS_FILE)), 0o600);
+        let prom = dir.path().join("metrics/node1.prom");
+        s.write_metrics(&prom).unwrap();
+        assert_eq!(mode(&prom), 0o644);
+        assert_eq!(mode(prom.parent().unwrap()), 0o755);
+        let metrics = std::fs::read_to_string(&prom).unwrap();
         assert!(metrics.contains("csync2_watch_peer_up{peer=\"node\\\"2\"} 1"));
         assert!(metrics.contains("csync2_watch_peer_dirty{peer=\"node\\\"2\"} 1"));
     }

@@ -16,13 +16,7 @@ pub fn state_dir(csync2: &Csync2Opts, watch: &WatchOpts) -> PathBuf {
     if let Some(dir) = &watch.state_dir {
         return dir.clone();
     }
-    let node = match &csync2.node {
-        Some(n) => n.to_ascii_lowercase(),
-        None => nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default(),
-    };
-    crate::daemon::default_state_dir(&node, csync2.cfg_name.as_deref())
+    crate::journal::default_state_dir(csync2.node.as_deref(), csync2.cfg_name.as_deref())
 }
 
 /// Read the status, failing with a message that says what to check.
@@ -98,6 +92,21 @@ pub fn render(s: &Status, alive: bool) -> String {
             display_bytes(p)
         );
     }
+    if let Some(e) = &s.journal_error {
+        let _ = writeln!(
+            o,
+            "  WARNING:   the journal cannot be written ({e}); changes are kept in memory and \
+             the next start rechecks every tree"
+        );
+    }
+    if s.doubt_paths > 0 {
+        let _ = writeln!(
+            o,
+            "  WARNING:   {} path(s) or tree(s) in doubt after an interrupted or failed csync2 run: \
+             recovery forces what changed dirty",
+            s.doubt_paths
+        );
+    }
     let _ = writeln!(
         o,
         "  queue:     {} path(s){}{}",
@@ -139,6 +148,18 @@ pub fn render(s: &Status, alive: bool) -> String {
             let _ = writeln!(o, "  last full sync: none yet");
         }
     }
+    if s.unsynced_count > 0 {
+        let _ = writeln!(
+            o,
+            "  unsynced:  {} path(s) still dirty towards a peer (csync2 -M){}",
+            s.unsynced_count,
+            if s.unsynced.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.unsynced.join(", "))
+            }
+        );
+    }
     let _ = writeln!(o, "  peers:");
     for p in &s.peers {
         let mut line = format!("    {:<20} {:<8}", p.name, p.reach);
@@ -173,11 +194,41 @@ pub fn render(s: &Status, alive: bool) -> String {
     let c = &s.counters;
     let _ = writeln!(
         o,
-        "  counters:  {} changes, {} batches, {} checks, {} marks, {} updates, {} full syncs, {} failures, {} busy",
-        c.changes, c.batches, c.checks, c.marks, c.updates, c.full_syncs, c.csync2_failures, c.busy
+        "  counters:  {} changes, {} batches, {} checks, {} marks, {} updates, {} full syncs, {} failures, {} busy, {} forced by recovery",
+        c.changes, c.batches, c.checks, c.marks, c.updates, c.full_syncs, c.csync2_failures, c.busy, c.forced
     );
     if let Some(e) = &s.last_error {
         let _ = writeln!(o, "  last error: {e}");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events` and `status` looked in different directories when `-N`
+    /// held `/` or `..`: both now ask the journal's one function.
+    #[test]
+    fn status_and_events_agree_on_the_state_dir_when_the_node_name_has_a_slash() {
+        for node in ["a/../b", "..", "Node/X"] {
+            let csync2 = Csync2Opts {
+                node: Some(node.to_string()),
+                cfg_name: Some("web".into()),
+            };
+            let watch = WatchOpts {
+                settings: None,
+                state_dir: None,
+            };
+            let dir = state_dir(&csync2, &watch);
+            assert_eq!(
+                dir,
+                crate::journal::default_state_dir(Some(node), Some("web"))
+            );
+            assert_eq!(
+                dir.parent(),
+                Some(std::path::Path::new("/var/lib/csync2-watch"))
+            );
+        }
+    }
 }

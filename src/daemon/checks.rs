@@ -21,6 +21,7 @@ impl Daemon {
         // ctime has the kernel's coarse clock (a few ms).
         let slack = Duration::from_millis(20);
         let (mut believed, mut changed_since) = (0usize, 0usize);
+        let mut confirmed = Vec::new();
         for r in receipts {
             let Some(path) = self.real_path(&r.name) else {
                 continue;
@@ -29,6 +30,9 @@ impl Daemon {
             let untouched_since = snap.as_ref().is_none_or(|s| s.ctime() <= r.done_at + slack);
             if untouched_since {
                 believed += 1;
+                // What the sender holds, as csync2 recorded it here.
+                confirmed.push((path.clone(), snap));
+                self.awaiting.remove(&path);
                 self.cache.record_received(path, snap, r.done_at);
             } else {
                 changed_since += 1;
@@ -39,6 +43,9 @@ impl Daemon {
                     "received file changed since the server was done with it"
                 );
             }
+        }
+        if let Err(e) = self.journal.confirm(&confirmed) {
+            self.journal_failed("recording received files", &e);
         }
         debug!(believed, changed_since, "receipts from the csync2 server");
     }
@@ -82,16 +89,23 @@ impl Daemon {
                 .collect::<Vec<_>>()
                 .join(" "),
         };
-        for scope in req
+        let scope_entries: Vec<ScopeEntry> = req
             .scopes
             .clone()
             .unwrap_or_else(|| vec![PathBuf::from("/")])
-        {
+            .into_iter()
+            .map(|path| ScopeEntry {
+                path,
+                recursive: true,
+            })
+            .collect();
+        let journaled = self.begin_run(RunMode::Full, &scope_entries);
+        for ScopeEntry { path: scope, .. } in scope_entries {
             if let Err(e) = self.journal.record_full_check(
                 (scope != Path::new("/")).then_some(scope.as_path()),
                 &reasons,
             ) {
-                warn!("cannot journal the full check: {e}");
+                self.journal_failed("recording a full check", &e);
             }
         }
         let span = info_span!("full_check", scope = %scope_desc);
@@ -115,6 +129,7 @@ impl Daemon {
                 self.full = Some(RunningFull {
                     req,
                     run,
+                    journaled,
                     started: Instant::now(),
                     handle,
                 });
@@ -123,6 +138,7 @@ impl Daemon {
             }
             Err(e) => {
                 warn!("cannot start a thread for the full check: {e}");
+                self.end_run(journaled);
                 self.requeue_full(&req);
                 self.full_retry_at = Some(Instant::now() + self.settings.retry_initial);
             }
@@ -138,6 +154,7 @@ impl Daemon {
         let RunningFull {
             req,
             run,
+            journaled,
             started,
             handle,
         } = full;
@@ -160,9 +177,8 @@ impl Daemon {
                         self.cache.record_full(run);
                         self.sched.full_started(Instant::now());
                         if let Err(e) = self.journal.complete_all(req.max_txid) {
-                            warn!("cannot update the journal: {e}");
+                            self.journal_failed("clearing checked changes", &e);
                         }
-                        self.force_replayed();
                         self.status.last_full_sync = Some(RunInfo {
                             at: status::unix_now(),
                             paths: 0,
@@ -176,10 +192,11 @@ impl Daemon {
                             self.cache.record_tree(d.clone(), run);
                         }
                         if let Err(e) = self.journal.complete_trees(dirs, req.max_txid) {
-                            warn!("cannot update the journal: {e}");
+                            self.journal_failed("clearing checked changes", &e);
                         }
                     }
                 }
+                self.end_run(journaled);
                 // A full sync pushes to every peer, whatever -v reported.
                 self.sched.mark_all_dirty();
                 self.full_failures = 0;
@@ -203,31 +220,22 @@ impl Daemon {
                 self.full_retry_at = Some(Instant::now() + delay);
                 self.requeue_full(&req);
                 warn!("full check failed, retrying in {delay:?}: {e}");
+                // It may have stopped between recording a file and marking
+                // it dirty: what it covered is in doubt, and so is what was
+                // checked while it ran (such a file looked unchanged).
+                self.awaiting.clear();
+                let scope = req
+                    .scopes
+                    .clone()
+                    .unwrap_or_else(|| vec![PathBuf::from("/")])
+                    .into_iter()
+                    .map(|path| ScopeEntry {
+                        path,
+                        recursive: true,
+                    })
+                    .collect();
+                self.in_doubt(journaled, scope);
             }
-        }
-    }
-
-    /// Force dirty what was journaled before the last stop (see
-    /// `main_loop`). Failures keep the lists for the next full check.
-    pub(super) fn force_replayed(&mut self) {
-        if self.replay.is_empty() && self.replay_trees.is_empty() {
-            return;
-        }
-        let done = self
-            .csync2
-            .mark(&self.replay, self.limits)
-            .and_then(|_| self.csync2.mark_tree(&self.replay_trees, self.limits));
-        match done {
-            Ok(_) => {
-                info!(
-                    paths = self.replay.len() + self.replay_trees.len(),
-                    "changes from before the last stop forced dirty"
-                );
-                self.replay.clear();
-                self.replay_trees.clear();
-                self.status.counters.marks += 1;
-            }
-            Err(e) => warn!("cannot force the replayed changes dirty, retrying later: {e}"),
         }
     }
 
@@ -282,6 +290,24 @@ impl Daemon {
         self.status.counters.skipped += skipped;
 
         let mut marked = 0usize;
+        let scope: Vec<ScopeEntry> = batch
+            .entries
+            .iter()
+            .chain(&batch.dirs)
+            .map(|p| ScopeEntry {
+                path: p.clone(),
+                recursive: false,
+            })
+            .chain(batch.trees.iter().map(|p| ScopeEntry {
+                path: p.clone(),
+                recursive: true,
+            }))
+            .collect();
+        let journaled = if check.is_empty() && batch.trees.is_empty() {
+            None
+        } else {
+            self.begin_run(RunMode::Check, &scope)
+        };
         let run = Run::begin();
         let result = (|| -> Result<(), RunError> {
             if !check.is_empty() {
@@ -305,10 +331,15 @@ impl Daemon {
         let run = run.ended();
         match result {
             Ok(()) => {
+                self.end_run(journaled);
                 let checked: HashSet<&PathBuf> = check.iter().collect();
                 for (p, pre) in pre {
                     if checked.contains(&p) {
                         let post = Snapshot::lstat(&p);
+                        if pre == post {
+                            // csync2 saw exactly this state.
+                            self.await_confirmation(p.clone(), post);
+                        }
                         self.cache.record(p, pre, post, run);
                     }
                 }
@@ -332,19 +363,17 @@ impl Daemon {
                 debug!(marked, skipped, elapsed = ?started.elapsed(), "batch checked");
             }
             Err(e) => {
-                warn!(paths = batch.len(), "csync2 check failed, retrying: {e}");
+                // csync2 may have stopped between recording a file and
+                // marking it dirty: the batch is in doubt, and recovery
+                // (csync2 -c, then -m of what the peers were not confirmed
+                // to hold) takes it over, with backoff.
+                warn!(
+                    paths = batch.len(),
+                    "csync2 check failed: recovering the batch, retrying: {e}"
+                );
                 self.note_failure(&e);
-                if self.batch_failures >= 5 {
-                    error!(
-                        failures = self.batch_failures,
-                        "checks keep failing: falling back to a full check"
-                    );
-                    self.complete(&batch);
-                    self.queue
-                        .request_full(None, "repeated check failures".to_string());
-                } else {
-                    self.queue.requeue(batch);
-                }
+                self.in_doubt(journaled, scope);
+                self.complete(&batch);
             }
         }
         self.set_state("idle");
@@ -360,7 +389,7 @@ impl Daemon {
             .complete(&paths, batch.max_txid)
             .and_then(|()| self.journal.complete_trees(&batch.trees, batch.max_txid));
         if let Err(e) = done {
-            warn!("cannot update the journal: {e}");
+            self.journal_failed("clearing checked changes", &e);
         }
     }
 }

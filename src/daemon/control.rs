@@ -6,26 +6,6 @@ use super::*;
 
 impl Daemon {
     pub(super) fn main_loop(&mut self) -> anyhow::Result<()> {
-        match self.journal.pending() {
-            Ok(pending) => {
-                if !pending.is_empty() {
-                    info!(
-                        paths = pending.len(),
-                        "changes journaled before the last stop: forcing them dirty after the start-up check"
-                    );
-                }
-                // A csync2 check killed half-way (with us) may have recorded
-                // a file without marking it dirty: csync2 would never push
-                // it. So whatever was still journaled is forced dirty.
-                for q in pending {
-                    match q.kind {
-                        ChangeKind::DirTree => self.replay_trees.push(q.path),
-                        _ => self.replay.push(q.path),
-                    }
-                }
-            }
-            Err(e) => warn!("cannot read the journal's queue: {e}"),
-        }
         self.queue.request_full(None, "start-up");
         self.refresh_scope_timers(Instant::now());
 
@@ -39,6 +19,8 @@ impl Daemon {
             match self.next_action(Instant::now()) {
                 Some(action) => {
                     let done = match action {
+                        Action::Fill => self.run_fill(),
+                        Action::Recover => self.run_recover(),
                         Action::Full => self.run_full(),
                         Action::Batch => self.run_batch(),
                         Action::Updates => self.run_updates(),
@@ -73,6 +55,20 @@ impl Daemon {
             }
         }
         let retry_ok = self.retry_at.is_none_or(|t| t <= now);
+        // Until csync2's database is trusted again (the confirmed record
+        // filled, what is in doubt recovered), nothing else checks: a
+        // check of a path in doubt would find it "unchanged", and a
+        // confirmation would make that stick. Peers may still be updated.
+        if self.need_fill || !self.doubt.is_empty() {
+            if !retry_ok || self.full.is_some() {
+                return (!self.sched.due(now).is_empty()).then_some(Action::Updates);
+            }
+            return Some(if self.need_fill {
+                Action::Fill
+            } else {
+                Action::Recover
+            });
+        }
         let full_ok = self.full.is_none() && self.full_retry_at.is_none_or(|t| t <= now);
         if self.queue.full_pending().is_some() && full_ok {
             return Some(Action::Full);
@@ -101,7 +97,7 @@ impl Daemon {
         if !self.queue.is_empty() {
             consider(self.ready_at);
         }
-        if !self.queue.is_empty() {
+        if !self.queue.is_empty() || self.need_fill || !self.doubt.is_empty() {
             consider(self.retry_at);
         }
         if self.queue.full_pending().is_some() && self.full.is_none() {
@@ -164,9 +160,9 @@ impl Daemon {
             let txids = match self.journal.enqueue(&items) {
                 Ok(t) => t,
                 Err(e) => {
-                    // Keep going in memory: the start-up full sync after a
-                    // crash covers what the journal could not hold.
-                    error!("cannot journal {} changes: {e}", items.len());
+                    // Keep going in memory; the health flag makes the next
+                    // start recheck every tree.
+                    self.journal_failed(&format!("queueing {} changes", items.len()), &e);
                     vec![0; items.len()]
                 }
             };
@@ -277,10 +273,13 @@ impl Daemon {
                             (p, kind)
                         })
                         .collect();
-                    let txids = self
-                        .journal
-                        .enqueue(&items)
-                        .unwrap_or_else(|_| vec![0; items.len()]);
+                    let txids = match self.journal.enqueue(&items) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            self.journal_failed("queueing requested paths", &e);
+                            vec![0; items.len()]
+                        }
+                    };
                     for ((p, k), t) in items.into_iter().zip(txids) {
                         self.queue.push(p, k, t);
                     }
@@ -347,6 +346,22 @@ impl Daemon {
             self.stopping = false;
             let _ = self.run_updates();
             self.stopping = true;
+        }
+        let dirty_peers: Vec<String> = self
+            .sched
+            .peers()
+            .iter()
+            .filter(|p| p.dirty)
+            .map(|p| p.name.clone())
+            .collect();
+        if !self.queue.is_empty() || !self.doubt.is_empty() || !dirty_peers.is_empty() {
+            warn!(
+                queued = self.queue.len(),
+                in_doubt = self.doubt.len(),
+                dirty_peers = %dirty_peers.join(","),
+                "stopping before everything reached the peers: the journal and csync2's \
+                 dirty table keep it, and the next start syncs it"
+            );
         }
     }
 

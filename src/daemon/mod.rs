@@ -9,11 +9,12 @@
 //! probes report from their own threads, signals arrive on a channel.
 //!
 //! Start-up: lock the state directory, load csync2.cfg and the settings,
-//! start (or observe) the local server, place every watch, replay what the
-//! journal still holds, then run a full sync before anything else, so no
-//! change made while the daemon was down is missed.
+//! start (or observe) the local server, place every watch, then recover
+//! what the last stop left in doubt (interrupted csync2 runs, journaled
+//! changes; see [`crate::confirm`]) and run a full check, so no change made
+//! while the daemon was down, or lost in a crash, is missed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use anyhow::Context as _;
 use crossbeam_channel::{select, Receiver, Sender};
 use tracing::{debug, error, info, info_span, warn};
 
-use crate::journal::{Journal, Request};
+use crate::journal::{HealthFlag, Journal, Request};
+use crate::journal::{RunMode, ScopeEntry};
 use crate::plan::{LoadOptions, Plan};
 use crate::probe;
 use crate::queue::{display_bytes, Batch, BatchQueue, FullRequest};
@@ -60,6 +62,8 @@ struct Stop;
 struct RunningFull {
     req: FullRequest,
     run: Run,
+    /// Its journal record.
+    journaled: Option<u64>,
     started: Instant,
     handle: std::thread::JoinHandle<Result<crate::runner::CheckOutcome, RunError>>,
 }
@@ -70,28 +74,31 @@ struct ProbeResult {
     result: Result<Duration, probe::ProbeError>,
 }
 
-/// The default state directory: `/var/lib/csync2-watch/NODE[_CFG]`, named
-/// like csync2's own database.
-pub fn default_state_dir(node: &str, cfg_name: Option<&str>) -> PathBuf {
-    let mut name = node.to_string();
-    if let Some(cfg) = cfg_name {
-        name.push('_');
-        name.push_str(cfg);
-    }
-    Path::new("/var/lib/csync2-watch").join(name)
-}
-
 /// Run the daemon until SIGTERM/SIGINT.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let plan = Arc::new(load_plan(&opts.load)?);
-    let state_dir = opts
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| default_state_dir(plan.node(), opts.load.cfg_name.as_deref()));
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let state_dir = opts.state_dir.clone().unwrap_or_else(|| {
+        crate::journal::default_state_dir(Some(plan.node()), opts.load.cfg_name.as_deref())
+    });
+    create_state_dir(&state_dir)?;
     let _lock = lock_state_dir(&state_dir)?;
-    let journal = Journal::open(&state_dir)?;
+    let (mut journal, set_aside) = Journal::open_or_set_aside(&state_dir)?;
+    let (health, journal_missed_writes) = match HealthFlag::open(&state_dir) {
+        Ok((h, missed)) => (Some(h), missed),
+        Err(e) => {
+            error!(
+                "cannot open {}: {e}; treating every tree as in doubt",
+                state_dir.join(crate::journal::HEALTH_FILE).display()
+            );
+            (None, true)
+        }
+    };
+    let clean_stop = journal
+        .mark_running(std::process::id())
+        .unwrap_or_else(|e| {
+            error!("cannot record in the journal that the daemon runs: {e}");
+            false
+        });
 
     let port = opts.csync2.port.unwrap_or(DEFAULT_PORT);
     let bind = bind_addresses(opts.load.node.as_deref(), port);
@@ -178,14 +185,32 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         full_failures: 0,
         full_retry_at: None,
         scope_timers: Vec::new(),
-        replay: Vec::new(),
-        replay_trees: Vec::new(),
+        doubt: recover::Doubt::default(),
+        awaiting: HashMap::new(),
+        health,
+        need_fill: false,
         status: Status::default(),
         status_written: None,
         status_dirty: true,
     };
     daemon.init_status();
+    if let Some(old) = &set_aside {
+        error!(
+            moved_to = %old.display(),
+            "the journal was damaged and moved aside. What it may have held that the \
+             start-up full check cannot find again: changes seen but not yet checked that \
+             csync2 cannot see (a same-size edit within the second of an earlier check), and \
+             the files a csync2 run it recorded as interrupted had recorded without marking \
+             them dirty. If in doubt, compare the nodes with `csync2 -T`."
+        );
+    }
+    daemon.take_over(clean_stop, journal_missed_writes || set_aside.is_some());
     let result = daemon.main_loop();
+    if result.is_ok() {
+        if let Err(e) = daemon.journal.mark_stopped() {
+            daemon.journal_failed("recording a clean stop", &e);
+        }
+    }
 
     daemon.status.state = "stopped".into();
     daemon.write_status(true);
@@ -213,13 +238,32 @@ pub fn load_plan(load: &LoadOptions) -> anyhow::Result<Plan> {
     })
 }
 
+/// The state directory holds every changed path name: root's alone
+/// (0700), created if missing, tightened if it exists.
+fn create_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot make state directory {} private",
+            state_dir.display()
+        )
+    })
+}
+
 /// Hold an exclusive lock on `state_dir/lock` for the daemon's lifetime.
 fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = state_dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
@@ -317,10 +361,15 @@ struct Daemon {
     full_retry_at: Option<Instant>,
     /// Subtrees inotify cannot fully cover, with their next full check.
     scope_timers: Vec<(PathBuf, Duration, Instant)>,
-    /// Journaled before the last stop, to force dirty after the start-up
-    /// full check (entries, and trees with all below them).
-    replay: Vec<PathBuf>,
-    replay_trees: Vec<PathBuf>,
+    /// Where csync2's database is in doubt until recovery runs.
+    doubt: recover::Doubt,
+    /// Checked paths waiting for `csync2 -M` to confirm every peer holds
+    /// them, with the stat csync2 checked.
+    awaiting: HashMap<PathBuf, Option<Snapshot>>,
+    /// The flag that tells the next start the journal missed writes.
+    health: Option<HealthFlag>,
+    /// The confirmed record was never filled from csync2's database.
+    need_fill: bool,
     status: Status,
     status_written: Option<Instant>,
     status_dirty: bool,
@@ -328,6 +377,8 @@ struct Daemon {
 
 /// What the control loop does next.
 enum Action {
+    Fill,
+    Recover,
     Full,
     Batch,
     Updates,
@@ -337,4 +388,5 @@ enum Action {
 mod checks;
 mod control;
 mod peers;
+mod recover;
 mod report;

@@ -65,6 +65,7 @@ impl Daemon {
         self.gate()?;
         let _span = info_span!("update", peers = %up.join(",")).entered();
         self.set_state("updating");
+        let journaled = self.begin_run(RunMode::Update, &[]);
         if self.settings.parallel_updates && up.len() > 1 {
             let csync2 = &self.csync2;
             let limits = self.limits;
@@ -92,6 +93,7 @@ impl Daemon {
             let r = self.csync2.update(&up, self.limits);
             self.apply_update(&up, r);
         }
+        self.end_run(journaled);
         self.set_state("idle");
         Ok(())
     }
@@ -140,12 +142,35 @@ impl Daemon {
         self.status.counters.verifies += 1;
         match self.csync2.list_dirty(self.limits) {
             Ok(entries) => {
-                let mut dirty: Vec<String> = entries.into_iter().map(|e| e.peer).collect();
+                let mut dirty: Vec<String> = entries.iter().map(|e| e.peer.clone()).collect();
                 dirty.sort();
                 dirty.dedup();
                 if !dirty.is_empty() {
                     debug!(peers = %dirty.join(","), "csync2 -M: still dirty");
                 }
+                // A full check in flight may yet turn out to have stopped
+                // between recording a file and marking it: what was checked
+                // meanwhile is confirmed once it has finished.
+                if self.full.is_none() {
+                    self.confirm_clean(&entries);
+                }
+                self.status.unsynced_count = entries.len() as u64;
+                self.status.unsynced = entries
+                    .iter()
+                    .take(10)
+                    .map(|e| {
+                        use std::os::unix::ffi::OsStrExt;
+                        format!(
+                            "{} -> {}",
+                            display_bytes(
+                                &self
+                                    .real_path(e.path.as_os_str().as_bytes())
+                                    .unwrap_or_else(|| e.path.clone())
+                            ),
+                            e.peer
+                        )
+                    })
+                    .collect();
                 self.sched.verified(&dirty, Instant::now());
             }
             Err(e) => {

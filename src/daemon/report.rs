@@ -58,6 +58,21 @@ impl Daemon {
         self.scope_timers = timers;
     }
 
+    /// The Prometheus textfile: `metrics_dir/NODE[_CFG].prom`, named like
+    /// the default state directory; `None` when `metrics_dir` is empty.
+    pub(super) fn metrics_file(&self) -> Option<PathBuf> {
+        if self.settings.metrics_dir.as_os_str().is_empty() {
+            return None;
+        }
+        let name = crate::journal::default_state_dir(
+            Some(self.plan.node()),
+            self.opts.load.cfg_name.as_deref(),
+        );
+        let mut file = name.file_name()?.to_owned();
+        file.push(".prom");
+        Some(self.settings.metrics_dir.join(file))
+    }
+
     pub(super) fn set_state(&mut self, state: &str) {
         if self.status.state != state {
             self.status.state = state.to_string();
@@ -147,6 +162,11 @@ impl Daemon {
         self.status.server.last_error = server.last_error;
         if let Err(e) = self.status.write(&self.state_dir) {
             warn!("cannot write status: {e}");
+        }
+        if let Some(path) = self.metrics_file() {
+            if let Err(e) = self.status.write_metrics(&path) {
+                warn!("cannot write metrics: {e}");
+            }
         }
         let up = self
             .status

@@ -77,8 +77,20 @@ impl WatchedCluster {
     pub fn start_daemon(&mut self, i: usize) -> Result<(), TestbedError> {
         let node = self.tb.node(i);
         let settings = self.settings_file(i);
-        fs::write(&settings, &self.settings)
-            .map_err(io_err(format!("writing {}", settings.display())))?;
+        // Each node's metrics in its own directory (the default,
+        // /run/csync2-watch, is shared by every testbed on the machine),
+        // unless the test's settings chose a place.
+        let mut text = self.settings.clone();
+        if !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("metrics_dir"))
+        {
+            text.push_str(&format!(
+                "\nmetrics_dir = {:?}\n",
+                node.dir().join("metrics").display().to_string()
+            ));
+        }
+        fs::write(&settings, &text).map_err(io_err(format!("writing {}", settings.display())))?;
         let mut cmd = node.command(&self.binary);
         cmd.arg("run")
             .arg("-N")
