@@ -13,13 +13,14 @@
 //!   [`server`] (local `csync2 -ii` supervision), [`probe`] (peer TCP
 //!   probes), [`journal`] (SQLite state), [`fstype`] (statfs), [`status`].
 //! * edges: [`cli`], [`cmd`] (one module per subcommand), [`daemon`]
-//!   (wiring for `run`), [`testbed`] (multi-node clusters in namespaces for
+//!   (wiring for `run`), [`docs`] (man pages, completions), [`testbed`] (multi-node clusters in namespaces for
 //!   the demo, tests and benchmarks).
 
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod docs;
 pub mod exit;
 pub mod fnmatch;
 pub mod fstype;
