@@ -120,6 +120,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         })?;
 
     info!(node = plan.node(), config = %plan.config_file().display(), state_dir = %state_dir.display(), "starting");
+    let watchdog = watchdog::Watchdog::start();
     let started = Instant::now();
     let watcher = Watcher::start(
         plan.clone() as Arc<dyn TreeFilter>,
@@ -183,6 +184,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         status: Status::default(),
         status_written: None,
         status_dirty: true,
+        heartbeat: watchdog.heartbeat(),
     };
     daemon.init_status();
     let result = daemon.main_loop();
@@ -324,6 +326,8 @@ struct Daemon {
     status: Status,
     status_written: Option<Instant>,
     status_dirty: bool,
+    /// Tells the systemd watchdog that the control loop is alive.
+    heartbeat: watchdog::Heartbeat,
 }
 
 /// What the control loop does next.
@@ -338,3 +342,4 @@ mod checks;
 mod control;
 mod peers;
 mod report;
+mod watchdog;
