@@ -10,14 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_tool() { # subcommand crate
+need_tool() { # subcommand crate version (as scripts/setup.sh installs them)
     if ! cargo "$1" --version >/dev/null 2>&1; then
-        echo "package.sh: installing $2 (once; takes a few minutes)" >&2
-        cargo install --locked "$2"
+        echo "package.sh: installing $2 $3 (once; takes a few minutes)" >&2
+        cargo install --locked "$2" --version "$3"
     fi
 }
-need_tool deb cargo-deb
-need_tool generate-rpm cargo-generate-rpm
+need_tool deb cargo-deb 3.8.0
+need_tool generate-rpm cargo-generate-rpm 0.21.1
 
 for f in packaging/csync2-watch.toml csync2.cfg.example systemd/csync2-watch.service \
     systemd/csync2-watch@.service packaging/README-install.md packaging/sysctl.d/60-csync2-watch.conf \
