@@ -142,8 +142,13 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------
 step "pristine root: $ROOT"
 mkdir -p "$CACHE"
+# One live test at a time on a machine: the lock guards the cached root
+# (a rebuild renames it) and the loopback addresses; held until exit.
 exec 9>"$CACHE/.lock"
-flock 9
+if ! flock -n 9; then
+    echo "package-live-test: another live package test runs on this machine; waiting for it"
+    flock 9
+fi
 built=""
 if [ ! -f "$ROOT/$STAMP" ] || [ "$(cat "$ROOT/$STAMP")" != "$RECIPE" ]; then
     built="built now"
@@ -169,7 +174,6 @@ if [ ! -f "$ROOT/$STAMP" ] || [ "$(cat "$ROOT/$STAMP")" != "$RECIPE" ]; then
     mv "$build/root" "$ROOT"
     rm -rf --one-file-system "$build" "$ROOT.old.$$"
 fi
-flock -u 9
 BEFORE_COPIES=$(echo "$CACHE"/.#machine.*)
 ok "${built:-cached}"
 
