@@ -376,8 +376,9 @@ ok "$how; restarted after ${restarted}s, 40 files arrived"
 
 # ---------------------------------------------------------------------------
 step "csync2 runs longer than a (2s) watchdog do not trip it"
-# A drop-in shortens node1's watchdog to 2s; a burst of 3000 new files
-# then keeps csync2 busy (check, then push to node2) for several times that.
+# A drop-in shortens node1's watchdog to 2s; a burst of 5000 new files
+# then keeps csync2 busy (check, then push to node2) for several times that
+# (with the control loop's busy guard removed, this step fails).
 in_node node1 mkdir -p /run/systemd/system/csync2-watch.service.d
 printf '[Service]\nWatchdogSec=2s\n' | in_node node1 sh -c 'cat > /run/systemd/system/csync2-watch.service.d/live-test.conf'
 in_node node1 systemctl daemon-reload
@@ -385,12 +386,12 @@ in_node node1 systemctl restart csync2-watch
 restarts1=$(in_node node1 systemctl show -P NRestarts csync2-watch)
 since=$(in_node node1 date '+%Y-%m-%d %H:%M:%S')
 t=$(date +%s.%N)
-in_node node1 sh -c 'mkdir /srv/live/burst && cd /srv/live/burst && for i in $(seq 1 3000); do echo "file $i" > "f$i"; done'
+in_node node1 sh -c 'mkdir /srv/live/burst && cd /srv/live/burst && for i in $(seq 1 5000); do echo "file $i" > "f$i"; done'
 t0=$(date +%s)
 while true; do
     n=$(in_node node2 sh -c 'ls /srv/live/burst 2>/dev/null | wc -l')
-    [ "$n" -ge 3000 ] && break
-    [ $(($(date +%s) - t0)) -lt 180 ] || die "only $n of 3000 burst files reached node2 within 180s"
+    [ "$n" -ge 5000 ] && break
+    [ $(($(date +%s) - t0)) -lt 180 ] || die "only $n of 5000 burst files reached node2 within 180s"
     sleep 0.5
 done
 burst=$(elapsed "$t")
@@ -401,7 +402,7 @@ fi
 in_node node1 rm -rf /run/systemd/system/csync2-watch.service.d
 in_node node1 systemctl daemon-reload
 in_node node1 systemctl restart csync2-watch
-ok "3000 files in ${burst}s, no watchdog timeout, no restart"
+ok "5000 files in ${burst}s, no watchdog timeout, no restart"
 
 # ---------------------------------------------------------------------------
 step "the watchdog restarts a frozen daemon (SIGSTOP)"
