@@ -7,7 +7,12 @@
 # `csync2 -ii` that csync2-watch supervises.
 set -eu
 
-packages="csync2 sqlite3 inotify-tools iproute2 util-linux procps psmisc rpm bindfs"
+# debootstrap and systemd-container: the live package test boots a minimal
+# Debian under systemd-nspawn (tests/package_live.rs). lintian, rpmlint,
+# cpio, binutils: tests/package_contents.rs checks the built packages.
+# man-db and groff-base: tests/man_pages.rs renders the man pages.
+packages="csync2 sqlite3 inotify-tools iproute2 util-linux procps psmisc rpm bindfs
+    debootstrap systemd-container lintian rpmlint cpio binutils man-db groff-base"
 
 missing=""
 for p in $packages; do
@@ -36,4 +41,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup.sh: cargo not found; install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
+
+# The packagers scripts/package.sh uses (a few minutes each, once).
+need_tool() { # subcommand crate version
+    if ! cargo "$1" --version 2>/dev/null | grep -q "$3"; then
+        echo "setup.sh: installing $2 $3 (once; takes a few minutes)"
+        cargo install --locked --quiet "$2" --version "$3"
+    fi
+}
+need_tool deb cargo-deb 3.8.0
+need_tool generate-rpm cargo-generate-rpm 0.21.1
 echo "setup.sh: ready (csync2 $(dpkg-query -W -f='${Version}' csync2), $(cargo --version))"

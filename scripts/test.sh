@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The test command: lint, then every test (unit, property, inotify and
-# real-csync2 cluster tests). Needs root (namespaces, mounts, csync2 -ii).
+# The test command: lint, build the .deb and .rpm, then every test (unit,
+# property, inotify and real-csync2 cluster tests, the packages' contents
+# and lint, and the live-system package test on a minimal Debian under
+# systemd-nspawn). Needs root (namespaces, mounts, csync2 -ii, nspawn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The package tests check what this builds (a release build, a minute or
+# two on 2 cores).
+./scripts/package.sh
 cargo test --all-targets

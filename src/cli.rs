@@ -40,10 +40,22 @@ pub enum Command {
     Events(EventsArgs),
     /// Show what the running daemon is doing.
     Status(StatusArgs),
+    /// Ask the running daemon to re-read csync2.cfg and its settings (SIGHUP).
+    ///
+    /// The daemon is found as `status` finds it (the same -C, -N and --state-dir),
+    /// or given with --pid (the units' ExecReload passes systemd's $MAINPID). Either
+    /// way the process must be a running `csync2-watch run`; otherwise nothing is
+    /// signalled and the exit status is 1. Returns once the signal is sent; the
+    /// daemon logs the reload (a broken file is logged and the old one kept) and
+    /// then runs a full check.
+    Reload(ReloadArgs),
     /// Size inotify's kernel limits for the configured trees.
     Sysctl(SysctlArgs),
     /// Start a 3-node csync2 cluster on this machine and show changes arrive.
     Demo(DemoArgs),
+    /// Write the man pages or the shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 /// The csync2 options that select the configuration and this node's
@@ -182,10 +194,43 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Signal this process (it must be a `csync2-watch run`) instead of the one
+    /// named by the status file.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+}
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenerateWhat {
+    /// csync2-watch.8 and csync2-watch.toml.5 (roff, uncompressed).
+    Man,
+    /// csync2-watch.bash, _csync2-watch (zsh) and csync2-watch.fish.
+    Completions,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[arg(value_enum)]
+    pub what: GenerateWhat,
+    /// Directory to write into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct SysctlArgs {
     #[command(flatten)]
     pub csync2: Csync2Opts,
-    /// Write /etc/sysctl.d/60-csync2-watch.conf and apply it.
+    /// Write /etc/sysctl.d/60-csync2-watch.conf sized for this node (it replaces
+    /// the packaged default /usr/lib/sysctl.d/60-csync2-watch.conf) and apply it,
+    /// never lowering a limit.
     #[arg(long)]
     pub write: bool,
 }
@@ -240,7 +285,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Sync(args) => cmd::sync::run(args),
         Command::Events(args) => cmd::events::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Reload(args) => cmd::reload::run(args),
         Command::Sysctl(args) => cmd::sysctl::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
     }
 }

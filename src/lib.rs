@@ -15,7 +15,7 @@
 //!   probes), [`journal`] (SQLite state), [`fstype`] (statfs), [`status`],
 //!   [`walk`] (the synced trees, as `csync2 -cr` walks them).
 //! * edges: [`cli`], [`cmd`] (one module per subcommand), [`daemon`]
-//!   (wiring for `run`), [`testbed`] (multi-node clusters in namespaces for
+//!   (wiring for `run`), [`docs`] (man pages, completions), [`testbed`] (multi-node clusters in namespaces for
 //!   the demo, tests and benchmarks).
 
 pub mod cli;
@@ -23,6 +23,7 @@ pub mod cmd;
 pub mod config;
 pub mod confirm;
 pub mod daemon;
+pub mod docs;
 pub mod exit;
 pub mod fnmatch;
 pub mod fstype;

@@ -55,6 +55,151 @@ pub const KEYS: &[&str] = &[
 /// state directory, readable by node_exporter.
 pub const DEFAULT_METRICS_DIR: &str = "/run/csync2-watch";
 
+/// One setting's documentation: the single source for `csync2-watch.toml(5)`
+/// and for the tests that keep it complete and its defaults true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingDoc {
+    /// The key, as in [`KEYS`].
+    pub key: &'static str,
+    /// The default as TOML, exactly as `check-config` prints it for an
+    /// empty file (`csync2` aside: the file says `"csync2"`, the effective
+    /// value is the path found).
+    pub default: &'static str,
+    /// What it does, plain text; a blank line starts a new paragraph.
+    pub doc: &'static str,
+}
+
+/// Every setting with its default and its documentation, in the order of
+/// [`KEYS`]. The man page is generated from this table, and a unit test
+/// requires an entry for every key and checks each default against
+/// [`Settings::default`].
+pub const SETTINGS: &[SettingDoc] = &[
+    SettingDoc {
+        key: "csync2",
+        default: "\"csync2\"",
+        doc: "The csync2 binary. A bare name is looked up in PATH, then /usr/sbin/csync2 is \
+              tried; otherwise give an absolute path.",
+    },
+    SettingDoc {
+        key: "csync2_args",
+        default: "[]",
+        doc: "Extra options for every csync2 client run (never the server), for example \
+              [\"-B\", \"-A\"] for csync2's faster, less crash-safe database mode. Options \
+              that choose csync2's mode, peers, node, configuration or database are refused: \
+              csync2-watch sets those itself (use `csync2-watch run -C/-N/-D/-p`).",
+    },
+    SettingDoc {
+        key: "batch_delay",
+        default: "\"5ms\"",
+        doc: "After a quiet spell, a batch starts once changes have stopped arriving for this \
+              long, so that a burst (an unpacked archive, a deploy) goes into one csync2 run. \
+              At most 1 minute.",
+    },
+    SettingDoc {
+        key: "batch_delay_max",
+        default: "\"100ms\"",
+        doc: "A batch starts no later than this after the first change of a quiet spell, \
+              however fast changes keep coming. At most 1 minute.",
+    },
+    SettingDoc {
+        key: "max_batch",
+        default: "2000",
+        doc: "Most paths handed to one `csync2 -c` run; bigger batches are split. \
+              From 1 to 100000.",
+    },
+    SettingDoc {
+        key: "full_check_threshold",
+        default: "15000",
+        doc: "A batch with more changed paths than this becomes one full check \
+              (`csync2 -cr`), which is cheaper than naming that many paths.",
+    },
+    SettingDoc {
+        key: "full_sync_interval",
+        default: "\"1h\"",
+        doc: "Time between full syncs, which catch anything inotify cannot see (changes made \
+              while the daemon was down, writes by other machines to a shared mount). \
+              \"0s\" disables them; the start-up full sync always runs.",
+    },
+    SettingDoc {
+        key: "full_sync_jitter",
+        default: "\"5m\"",
+        doc: "Each full sync is moved by a random amount up to this, so that the nodes of a \
+              cluster do not all scan at the same moment.",
+    },
+    SettingDoc {
+        key: "quiet_period",
+        default: "\"250ms\"",
+        doc: "No local csync2 client starts while the local csync2 server serves a \
+              connection, nor for this long after, so that the two never fight over csync2's \
+              database. At most 1 minute.",
+    },
+    SettingDoc {
+        key: "parallel_updates",
+        default: "false",
+        doc: "true: one `csync2 -u -P PEER` per peer at once; false: one \
+              `csync2 -u -P a,b,...`. Parallel runs can make csync2 wait a whole second on its \
+              database lock; measure before turning this on.",
+    },
+    SettingDoc {
+        key: "probe_timeout",
+        default: "\"1s\"",
+        doc: "TCP connect timeout when probing a peer before updating it: csync2 has none and \
+              would hang on a dead peer for over a minute. More than 0, at most 1 minute.",
+    },
+    SettingDoc {
+        key: "retry_initial",
+        default: "\"1s\"",
+        doc: "A peer that failed, or is still dirty after an update, is retried after this, \
+              doubling each time up to retry_max, so that a down peer never stalls the others.",
+    },
+    SettingDoc {
+        key: "retry_max",
+        default: "\"5m\"",
+        doc: "The longest retry delay for a failing peer. At least retry_initial.",
+    },
+    SettingDoc {
+        key: "stall_timeout",
+        default: "\"1m\"",
+        doc: "A csync2 client that makes no progress (no I/O, no output) for this long is \
+              killed; csync2 has no network timeouts of its own. The systemd watchdog trusts \
+              a running csync2 client for as long as this allows.",
+    },
+    SettingDoc {
+        key: "server",
+        default: "\"managed\"",
+        doc: "\"managed\": csync2-watch runs `csync2 -ii` itself and supervises it. \
+              \"external\": inetd, csync2.socket or an init script runs the server; \
+              csync2-watch only watches its connections.",
+    },
+    SettingDoc {
+        key: "network_fs_interval",
+        default: "\"5m\"",
+        doc: "Full-check interval for trees on network filesystems (NFS, CIFS, ...), where \
+              inotify cannot see other machines' writes.",
+    },
+    SettingDoc {
+        key: "degraded_interval",
+        default: "\"5m\"",
+        doc: "Full-check interval for trees that could not be watched completely, for \
+              example when the inotify watch limit is reached (see `csync2-watch sysctl`).",
+    },
+    SettingDoc {
+        key: "journal_keep_events",
+        default: "1000000",
+        doc: "How many change events the journal keeps for `csync2-watch events` (queued \
+              changes are always kept until synced). 0 keeps none.",
+    },
+    SettingDoc {
+        key: "metrics_dir",
+        default: "\"/run/csync2-watch\"",
+        doc: "Directory for the Prometheus textfile NODE[_CFG].prom, named like the default \
+              state directory. It holds no path names, so it lives outside the private state \
+              directory: the directory is made 0755 and the file 0644, for node_exporter's \
+              textfile collector (`--collector.textfile.directory=/run/csync2-watch`), which \
+              does not run as root. \"\" writes no textfile.",
+    },
+];
+
 /// Most paths one csync2 check run may be handed (`max_batch`).
 pub const MAX_BATCH_LIMIT: usize = 100_000;
 
@@ -993,6 +1138,49 @@ mod tests {
         assert!(c.errors.is_empty(), "{:?}", c.errors);
         assert_eq!(c.settings.max_batch, 7);
         assert_eq!(c.settings.source.as_deref(), Some(f.as_path()));
+    }
+
+    #[test]
+    fn every_key_has_its_documentation_in_order() {
+        let documented: Vec<&str> = SETTINGS.iter().map(|d| d.key).collect();
+        assert_eq!(
+            documented, KEYS,
+            "SETTINGS must list every key of KEYS, in order"
+        );
+        for d in SETTINGS {
+            assert!(d.doc.len() > 20, "{}: document it", d.key);
+        }
+    }
+
+    #[test]
+    fn documented_defaults_are_the_real_defaults() {
+        let defaults = Settings::default();
+        let shown: toml::Table = toml::from_str(&defaults.to_toml()).unwrap();
+        for d in SETTINGS {
+            let one = format!("{} = {}\n", d.key, d.default);
+            let parsed: toml::Table = toml::from_str(&one).unwrap_or_else(|e| panic!("{one}: {e}"));
+            if d.key == "csync2" {
+                // The file says "csync2"; the effective value is where it was found.
+                let checked = Settings::parse(&one, None);
+                assert_eq!(checked.settings.csync2, defaults.csync2);
+                continue;
+            }
+            let want = &shown[d.key];
+            let got = &parsed[d.key];
+            // Durations compare as durations ("60s" and "1m" are the same).
+            let same = match (want, got) {
+                (Value::String(a), Value::String(b)) => {
+                    a == b
+                        || matches!((humantime::parse_duration(a), humantime::parse_duration(b)), (Ok(x), Ok(y)) if x == y)
+                }
+                (a, b) => a == b,
+            };
+            assert!(
+                same,
+                "{}: documented default {} but the default is {}",
+                d.key, d.default, want
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::watch::TreeFilter;
 
 /// Where `--write` puts the sysctl.d drop-in.
 pub const SYSCTL_D_FILE: &str = "/etc/sysctl.d/60-csync2-watch.conf";
+/// The packaged default that [`SYSCTL_D_FILE`] replaces (same file name,
+/// and /etc/sysctl.d wins over /usr/lib/sysctl.d).
+pub const PACKAGED_SYSCTL_D_FILE: &str = "/usr/lib/sysctl.d/60-csync2-watch.conf";
 /// Where the running kernel's inotify limits live.
 pub const PROC_INOTIFY_DIR: &str = "/proc/sys/fs/inotify";
 
@@ -519,6 +522,10 @@ impl Report {
             s,
             "# are per user: every program running as root shares them with csync2-watch."
         );
+        let _ = writeln!(
+            s,
+            "# It replaces the packaged default {PACKAGED_SYSCTL_D_FILE} (same name)."
+        );
         let _ = writeln!(s, "# Apply with `sysctl --system` (done at boot).");
         for limit in Limit::ALL {
             let _ = writeln!(s, "{} = {}", limit.key(), t.get(limit));
@@ -617,7 +624,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "(a new max_queued_events reaches only inotify instances created afterwards:"
+            "(it replaces the packaged default {PACKAGED_SYSCTL_D_FILE};"
+        );
+        let _ = writeln!(
+            s,
+            "a new max_queued_events reaches only inotify instances created afterwards:"
         );
         let _ = writeln!(s, "restart csync2-watch for it to take effect there):");
         let _ = writeln!(s);

@@ -1,13 +1,17 @@
 //! The built .deb and .rpm (from `scripts/package.sh`) hold exactly the
 //! files the packaging promises, with the right metadata, conffiles,
-//! dependencies and maintainer scripts, and the packaged files are the ones
-//! in this tree. Read with the distributions' own tools: `dpkg-deb` and
-//! `rpm`.
+//! dependencies and maintainer scripts; the packaged files are the ones
+//! in this tree, the man pages and completions are what the program
+//! generates now, and the binary is stripped. Read with the distributions'
+//! own tools: `dpkg-deb` and `rpm`; `lintian` and `rpmlint` find no error
+//! and no warning that is not overridden with a written reason
+//! (packaging/debian/lintian-overrides, packaging/rpm/rpmlint.toml).
 //!
 //! Packages are looked for in `$CARGO_TARGET_DIR` (else `target/`). When
 //! they are missing, or older than the files they package, each test says
-//! so on stderr (past cargo's output capture) and passes: run
-//! `scripts/package.sh` first.
+//! so on stderr (past cargo's output capture) and passes, except under CI
+//! (`CI` set), where it fails: run `scripts/package.sh` first
+//! (`scripts/test.sh` does).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -48,9 +52,9 @@ const PACKAGED: &[(&str, &str, &str)] = &[
         "/usr/share/doc/csync2-watch/csync2.cfg.example",
     ),
     (
-        "packaging/60-csync2-watch.conf.example",
-        "/usr/share/doc/csync2-watch/60-csync2-watch.conf.example",
-        "/usr/share/doc/csync2-watch/60-csync2-watch.conf.example",
+        "packaging/sysctl.d/60-csync2-watch.conf",
+        "/usr/lib/sysctl.d/60-csync2-watch.conf",
+        "/usr/lib/sysctl.d/60-csync2-watch.conf",
     ),
     (
         "packaging/README-install.md",
@@ -60,7 +64,82 @@ const PACKAGED: &[(&str, &str, &str)] = &[
 ];
 const BINARY: &str = "/usr/sbin/csync2-watch";
 
+/// Generated at packaging time (`csync2-watch generate`): (what, Debian
+/// path, RPM path). Man pages are gzipped.
+const GENERATED: &[(&str, &str, &str)] = &[
+    (
+        "man:csync2-watch.8",
+        "/usr/share/man/man8/csync2-watch.8.gz",
+        "/usr/share/man/man8/csync2-watch.8.gz",
+    ),
+    (
+        "man:csync2-watch.toml.5",
+        "/usr/share/man/man5/csync2-watch.toml.5.gz",
+        "/usr/share/man/man5/csync2-watch.toml.5.gz",
+    ),
+    (
+        "bash",
+        "/usr/share/bash-completion/completions/csync2-watch",
+        "/usr/share/bash-completion/completions/csync2-watch",
+    ),
+    (
+        "zsh",
+        "/usr/share/zsh/vendor-completions/_csync2-watch",
+        "/usr/share/zsh/site-functions/_csync2-watch",
+    ),
+    (
+        "fish",
+        "/usr/share/fish/vendor_completions.d/csync2-watch.fish",
+        "/usr/share/fish/vendor_completions.d/csync2-watch.fish",
+    ),
+];
+
+/// What a generated file must hold, from the library itself.
+fn generated(what: &str) -> Vec<u8> {
+    use csync2_watch::docs;
+    match what {
+        "man:csync2-watch.8" => docs::man_page().into_bytes(),
+        "man:csync2-watch.toml.5" => docs::settings_man_page().into_bytes(),
+        shell => {
+            let shell = match shell {
+                "bash" => clap_complete::Shell::Bash,
+                "zsh" => clap_complete::Shell::Zsh,
+                _ => clap_complete::Shell::Fish,
+            };
+            docs::completions(shell)
+        }
+    }
+}
+
+/// `path`'s bytes, gunzipped when it ends in .gz.
+fn unpacked(path: &Path) -> Vec<u8> {
+    if path.extension().is_some_and(|e| e == "gz") {
+        let out = Command::new("gzip").arg("-dc").arg(path).output().unwrap();
+        assert!(out.status.success(), "gunzip {}", path.display());
+        out.stdout
+    } else {
+        fs::read(path).unwrap()
+    }
+}
+
+/// The binary has no symbol table and no debug info.
+fn assert_stripped(binary: &Path) {
+    let sections = run("readelf", &["-S", "-W", binary.to_str().unwrap()]);
+    for bad in [".symtab", ".debug_info", ".debug_line"] {
+        assert!(
+            !sections.contains(bad),
+            "{} is not stripped: it has {bad}",
+            binary.display()
+        );
+    }
+}
+
 fn skip(test: &str, why: &str) {
+    // CI builds the packages first (scripts/test.sh): there, a missing or
+    // stale package is a failure, not a reason to skip.
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {why}");
+    }
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
@@ -74,7 +153,12 @@ fn target_dir() -> PathBuf {
 /// The newest modification time among the non-binary packaged sources.
 fn newest_source() -> SystemTime {
     let mut paths: Vec<PathBuf> = PACKAGED.iter().map(|p| Path::new(ROOT).join(p.0)).collect();
-    for extra in ["Cargo.toml", "packaging/debian", "packaging/rpm"] {
+    for extra in [
+        "Cargo.toml",
+        "packaging/debian",
+        "packaging/rpm",
+        "packaging/copyright",
+    ] {
         let p = Path::new(ROOT).join(extra);
         if p.is_dir() {
             paths.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
@@ -185,6 +269,13 @@ fn deb_holds_the_promised_files_and_metadata() {
         .map(|d| d.split_whitespace().next().unwrap_or(""))
         .collect();
     assert!(names.contains(&"csync2"), "Depends: {depends}");
+    // csync2 loads libsqlite3.so.0 at run time but only recommends it.
+    assert!(names.contains(&"libsqlite3-0"), "Depends: {depends}");
+    assert!(
+        !field("Maintainer").contains("localhost") && !field("Maintainer").contains("root@"),
+        "Maintainer: {}",
+        field("Maintainer")
+    );
 
     // The file list: exactly the promised files, plus the generated
     // copyright; the binary root-owned and executable.
@@ -205,8 +296,11 @@ fn deb_holds_the_promised_files_and_metadata() {
         }
     }
     let mut expected: BTreeSet<String> = PACKAGED.iter().map(|p| p.1.to_string()).collect();
+    expected.extend(GENERATED.iter().map(|g| g.1.to_string()));
     expected.insert(BINARY.to_string());
     expected.insert("/usr/share/doc/csync2-watch/copyright".to_string());
+    expected.insert("/usr/share/doc/csync2-watch/changelog.Debian.gz".to_string());
+    expected.insert("/usr/share/lintian/overrides/csync2-watch".to_string());
     assert_eq!(files, expected);
 
     // Unpacked: the packaged files are this tree's, the binary runs.
@@ -220,11 +314,27 @@ fn deb_holds_the_promised_files_and_metadata() {
             "{dest} differs from {src}"
         );
     }
+    for (what, dest, _) in GENERATED {
+        assert!(
+            unpacked(&tmp.path().join(&dest[1..])) == generated(what),
+            "{dest} is not what `csync2-watch generate` makes now (run scripts/package.sh)"
+        );
+    }
     let version = run(
         tmp.path().join(&BINARY[1..]).to_str().unwrap(),
         &["--version"],
     );
     assert_eq!(version.trim(), format!("csync2-watch {VERSION}"));
+    assert_stripped(&tmp.path().join(&BINARY[1..]));
+    let changelog = String::from_utf8(unpacked(
+        &tmp.path()
+            .join("usr/share/doc/csync2-watch/changelog.Debian.gz"),
+    ))
+    .unwrap();
+    assert!(
+        changelog.starts_with(&format!("csync2-watch ({VERSION}-1) ")),
+        "{changelog}"
+    );
 
     // Conffiles and maintainer scripts.
     let control = tempfile::tempdir().unwrap();
@@ -249,7 +359,31 @@ fn deb_holds_the_promised_files_and_metadata() {
     }
     let postinst = fs::read_to_string(control.path().join("postinst")).unwrap();
     assert!(postinst.contains("systemctl daemon-reload"));
-    assert!(postinst.contains("/var/lib/csync2-watch"));
+    assert!(postinst.contains("install -d -m 0700 /var/lib/csync2-watch"));
+    assert!(postinst.contains("chmod 0700 /var/lib/csync2-watch"));
+
+    // lintian: no error, no warning that lacks a written override.
+    if Command::new("lintian").arg("--version").output().is_err() {
+        panic!("lintian is not installed (scripts/setup.sh installs it)");
+    }
+    let out = Command::new("lintian")
+        .args(["--fail-on", "error,warning", "--pedantic", "-I"])
+        .arg(deb_s)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("lintian {}:\n{report}", deb.display());
+    assert!(
+        out.status.success(),
+        "lintian found errors or warnings:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !report
+            .lines()
+            .any(|l| l.starts_with("E:") || l.starts_with("W:")),
+        "{report}"
+    );
 }
 
 #[test]
@@ -288,18 +422,29 @@ fn rpm_holds_the_promised_files_and_metadata() {
             .any(|l| l.split_whitespace().next() == Some("csync2")),
         "Requires:\n{requires}"
     );
+    assert!(
+        requires.lines().any(|l| l.starts_with("libsqlite3.so.0()")),
+        "Requires:\n{requires}"
+    );
 
     let files: BTreeSet<String> = q(&["-l"]).lines().map(str::to_string).collect();
     let mut expected: BTreeSet<String> = PACKAGED.iter().map(|p| p.2.to_string()).collect();
+    expected.extend(GENERATED.iter().map(|g| g.2.to_string()));
     expected.insert(BINARY.to_string());
+    expected.insert("/usr/share/doc/csync2-watch/changelog".to_string());
+    expected.insert("/usr/share/licenses/csync2-watch/copyright".to_string());
     assert_eq!(files, expected);
 
-    // Config files are %config(noreplace) ("cn"), docs are %doc ("d").
+    // Config files are %config(noreplace) ("cn"), docs and man pages are
+    // %doc ("d").
     for line in q(&["--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]"]).lines() {
         let (path, flags) = line.split_once(' ').unwrap();
         let want = if path.starts_with("/etc/") {
             "cn"
-        } else if path.starts_with("/usr/share/doc/") {
+        } else if path.starts_with("/usr/share/doc/")
+            || path.starts_with("/usr/share/man/")
+            || path.starts_with("/usr/share/licenses/")
+        {
             "d"
         } else {
             ""
@@ -317,7 +462,16 @@ fn rpm_holds_the_promised_files_and_metadata() {
             continue;
         }
         assert_eq!(mode, "0100644", "{path}");
-        let src = PACKAGED.iter().find(|p| p.2 == path).unwrap().0;
+        if let Some((what, _, _)) = GENERATED.iter().find(|g| g.2 == path) {
+            // Compared below, after unpacking.
+            let _ = what;
+            continue;
+        }
+        let src = match path {
+            "/usr/share/doc/csync2-watch/changelog" => "packaging/debian/changelog",
+            "/usr/share/licenses/csync2-watch/copyright" => "packaging/copyright",
+            _ => PACKAGED.iter().find(|p| p.2 == path).unwrap().0,
+        };
         assert_eq!(
             digest,
             sha256(&Path::new(ROOT).join(src)),
@@ -338,6 +492,41 @@ fn rpm_holds_the_promised_files_and_metadata() {
         check_script(name, body);
     }
     assert!(post.contains("systemctl daemon-reload"));
-    assert!(post.contains("/var/lib/csync2-watch"));
+    assert!(post.contains("install -d -m 0700 /var/lib/csync2-watch"));
+    assert!(post.contains("chmod 0700 /var/lib/csync2-watch"));
     assert!(preun.contains("\"$1\" -eq 0"));
+
+    // The payload: generated files are current, the binary is stripped.
+    let tmp = tempfile::tempdir().unwrap();
+    let cpio = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "rpm2cpio '{rpm_s}' | (cd '{}' && cpio -idm --quiet)",
+            tmp.path().display()
+        ))
+        .status()
+        .unwrap();
+    assert!(cpio.success(), "rpm2cpio | cpio failed");
+    for (what, _, dest) in GENERATED {
+        assert!(
+            unpacked(&tmp.path().join(&dest[1..])) == generated(what),
+            "{dest} is not what `csync2-watch generate` makes now (run scripts/package.sh)"
+        );
+    }
+    assert_stripped(&tmp.path().join(&BINARY[1..]));
+
+    // rpmlint: every finding fixed, or filtered with a written reason.
+    let out = Command::new("rpmlint")
+        .arg("-c")
+        .arg(Path::new(ROOT).join("packaging/rpm/rpmlint.toml"))
+        .arg(rpm_s)
+        .output()
+        .unwrap_or_else(|e| panic!("rpmlint: {e} (scripts/setup.sh installs it)"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("rpmlint {}:\n{report}", rpm.display());
+    assert!(
+        out.status.success() && report.contains(" 0 errors, 0 warnings"),
+        "rpmlint:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

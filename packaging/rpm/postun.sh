@@ -6,3 +6,8 @@ if [ -d /run/systemd/system ]; then
         systemctl try-restart csync2-watch.service 'csync2-watch@*.service' >/dev/null 2>&1 || :
     fi
 fi
+# On erase ($1 = 0) the Prometheus textfiles in /run go too (the state in
+# /var/lib/csync2-watch is kept, as RPM keeps what it did not install).
+if [ "$1" -eq 0 ]; then
+    rm -rf /run/csync2-watch
+fi

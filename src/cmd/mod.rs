@@ -5,7 +5,9 @@
 pub mod check_config;
 pub mod demo;
 pub mod events;
+pub mod generate;
 pub mod matching;
+pub mod reload;
 pub mod run;
 pub mod status;
 pub mod sync;

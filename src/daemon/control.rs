@@ -10,14 +10,18 @@ impl Daemon {
         self.refresh_scope_timers(Instant::now());
 
         loop {
+            self.heartbeat.beat();
             self.collect();
             if self.stopping {
+                self.heartbeat.stopping();
                 self.finish();
                 return Ok(());
             }
             self.write_status(false);
             match self.next_action(Instant::now()) {
                 Some(action) => {
+                    // csync2 runs and server waits are legitimately long.
+                    let _busy = self.heartbeat.busy(self.limits.stall_timeout);
                     let done = match action {
                         Action::Fill => self.run_fill(),
                         Action::Recover => self.run_recover(),
@@ -111,7 +115,8 @@ impl Daemon {
         }
         let timeout = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(60));
+            .unwrap_or(Duration::from_secs(60))
+            .min(self.heartbeat.max_sleep());
         let wake = self.watcher.wake().clone();
         select! {
             recv(wake) -> w => {
@@ -228,7 +233,10 @@ impl Daemon {
                 }
                 self.stopping = true;
             }
-            signal_hook::consts::SIGHUP => self.reload(),
+            signal_hook::consts::SIGHUP => {
+                let _trust = self.heartbeat.trust_for(watchdog::RELOAD_TRUST);
+                self.reload()
+            }
             signal_hook::consts::SIGUSR1 => self.take_requests(true),
             _ => {}
         }
@@ -315,6 +323,7 @@ impl Daemon {
             if self.stopping {
                 return Err(Stop);
             }
+            self.heartbeat.beat();
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -127,6 +127,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         })?;
 
     info!(node = plan.node(), config = %plan.config_file().display(), state_dir = %state_dir.display(), "starting");
+    let watchdog = watchdog::Watchdog::start();
     let started = Instant::now();
     let watcher = Watcher::start(
         plan.clone() as Arc<dyn TreeFilter>,
@@ -192,6 +193,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         status: Status::default(),
         status_written: None,
         status_dirty: true,
+        heartbeat: watchdog.heartbeat(),
     };
     daemon.init_status();
     if let Some(old) = &set_aside {
@@ -373,6 +375,8 @@ struct Daemon {
     status: Status,
     status_written: Option<Instant>,
     status_dirty: bool,
+    /// Tells the systemd watchdog that the control loop is alive.
+    heartbeat: watchdog::Heartbeat,
 }
 
 /// What the control loop does next.
@@ -390,3 +394,4 @@ mod control;
 mod peers;
 mod recover;
 mod report;
+mod watchdog;

@@ -213,12 +213,17 @@ impl Daemon {
         let mut items = Vec::new();
         let mut walked = 0u64;
         let plan = self.plan.clone();
+        let heartbeat = self.heartbeat.clone();
         crate::walk::synced_under(
             plan.as_ref(),
             plan.roots(),
             Path::new("/"),
             &mut |path, snap| {
                 walked += 1;
+                if walked % 4096 == 0 {
+                    // A walk of a big, cold tree is work too.
+                    heartbeat.beat();
+                }
                 if self.doubt.covers(&path) || dirty.contains(&path) {
                     return;
                 }
@@ -344,10 +349,16 @@ impl Daemon {
         let mut out = Vec::new();
         let plan = self.plan.clone();
         let recent = self.doubt.recent_ms;
-        let judge = |path: PathBuf,
-                     disk: Option<Snapshot>,
-                     confirmed: Option<&Snapshot>,
-                     out: &mut Vec<(PathBuf, Option<Snapshot>)>| {
+        let mut judged = 0u64;
+        let mut judge = |path: PathBuf,
+                         disk: Option<Snapshot>,
+                         confirmed: Option<&Snapshot>,
+                         out: &mut Vec<(PathBuf, Option<Snapshot>)>| {
+            judged += 1;
+            if judged % 4096 == 0 {
+                // A walk of a big, cold tree is work too.
+                self.heartbeat.beat();
+            }
             let standing = Standing {
                 disk: disk.as_ref(),
                 confirmed,
