@@ -22,6 +22,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod confirm;
+pub mod controller;
 pub mod daemon;
 pub mod docs;
 pub mod exit;

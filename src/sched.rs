@@ -1,5 +1,9 @@
 //! When to run what (pure: the caller passes the clock in).
 //!
+//! [`Backoff`] is the one retry policy of the daemon: checks, full checks
+//! and peers all wait `retry_initial` after a first failure, twice as long
+//! after each next one, up to `retry_max`.
+//!
 //! Tracks, per peer, whether csync2 may hold dirty entries for it, whether
 //! it answered its last probe, and when it may be tried again (capped
 //! exponential backoff, with a shorter cap for probing a peer that is down
@@ -33,9 +37,73 @@ pub struct PeerState {
     pub next_try: Option<Instant>,
     /// Consecutive failures.
     pub failures: u32,
-    backoff: Duration,
+    backoff: Backoff,
     pub last_ok: Option<SystemTime>,
     pub last_error: Option<String>,
+}
+
+/// Capped exponential backoff: the first failure waits `initial`, each
+/// next one twice as long, up to `max` (never less than `initial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+    next_try: Option<Instant>,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            current: Duration::ZERO,
+            next_try: None,
+            failures: 0,
+        }
+    }
+
+    /// New limits (a reload); a delay in progress stays.
+    pub fn set_limits(&mut self, initial: Duration, max: Duration) {
+        self.initial = initial;
+        self.max = max;
+    }
+
+    /// One more failure at `now`: returns the delay before the next try.
+    pub fn fail(&mut self, now: Instant) -> Duration {
+        self.failures += 1;
+        self.current = if self.current.is_zero() {
+            self.initial
+        } else {
+            (self.current * 2).min(self.max)
+        }
+        .min(self.max.max(self.initial));
+        self.next_try = Some(now + self.current);
+        self.current
+    }
+
+    /// Success: the next failure starts from `initial` again.
+    pub fn reset(&mut self) {
+        self.current = Duration::ZERO;
+        self.next_try = None;
+        self.failures = 0;
+    }
+
+    /// May it be tried at `now`?
+    pub fn ready(&self, now: Instant) -> bool {
+        self.next_try.is_none_or(|t| t <= now)
+    }
+
+    /// Not before this instant (`None`: at once).
+    pub fn next_try(&self) -> Option<Instant> {
+        self.next_try
+    }
+
+    /// Consecutive failures.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
 }
 
 /// Backoff and timer settings.
@@ -142,6 +210,8 @@ impl Scheduler {
     /// The peer did not answer (probe failed, or csync2 could not connect).
     /// Returns true when the peer has just gone down.
     pub fn unreachable(&mut self, name: &str, now: Instant, error: String) -> bool {
+        // A peer that is down is probed more often than retry_max allows,
+        // so that it is caught up soon after it comes back.
         let cap = self.timing.down_probe_max.min(self.timing.retry_max);
         let initial = self.timing.retry_initial;
         let Some(p) = self.get(name) else {
@@ -152,7 +222,8 @@ impl Scheduler {
         if went_down {
             p.reach = Reach::Down { since: now };
         }
-        p.fail(now, initial, cap, error);
+        p.backoff.set_limits(initial, cap);
+        p.fail(now, error);
         went_down
     }
 
@@ -175,7 +246,8 @@ impl Scheduler {
     pub fn update_failed(&mut self, name: &str, now: Instant, error: String) {
         let (initial, max) = (self.timing.retry_initial, self.timing.retry_max);
         if let Some(p) = self.get(name) {
-            p.fail(now, initial, max, error);
+            p.backoff.set_limits(initial, max);
+            p.fail(now, error);
         }
     }
 
@@ -196,14 +268,15 @@ impl Scheduler {
                         .last_error
                         .clone()
                         .unwrap_or_else(|| "csync2 -M still lists dirty files".into());
-                    p.fail(now, initial, max, reason);
+                    p.backoff.set_limits(initial, max);
+                    p.fail(now, reason);
                 }
                 p.dirty = true;
             } else {
                 p.dirty = false;
                 if matches!(p.reach, Reach::Up) {
                     p.failures = 0;
-                    p.backoff = Duration::ZERO;
+                    p.backoff.reset();
                     p.next_try = None;
                     p.last_error = None;
                     p.last_ok = Some(SystemTime::now());
@@ -277,21 +350,17 @@ impl PeerState {
             probing: false,
             next_try: None,
             failures: 0,
-            backoff: Duration::ZERO,
+            backoff: Backoff::new(Duration::ZERO, Duration::ZERO),
             last_ok: None,
             last_error: None,
         }
     }
 
-    fn fail(&mut self, now: Instant, initial: Duration, cap: Duration, error: String) {
-        self.failures += 1;
-        self.backoff = if self.backoff.is_zero() {
-            initial
-        } else {
-            (self.backoff * 2).min(cap)
-        }
-        .min(cap.max(initial));
-        self.next_try = Some(now + self.backoff);
+    /// A failure: back off (limits set by the caller).
+    fn fail(&mut self, now: Instant, error: String) {
+        self.backoff.fail(now);
+        self.failures = self.backoff.failures();
+        self.next_try = self.backoff.next_try();
         self.last_error = Some(error);
         self.dirty = true;
     }

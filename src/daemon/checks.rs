@@ -12,7 +12,7 @@ impl Daemon {
     pub(super) fn absorb_receipts(&mut self) {
         if self.server.take_marked() {
             debug!("the csync2 server marked files dirty: updating the peers");
-            self.sched.mark_all_dirty();
+            self.ctl.sched.mark_all_dirty();
         }
         let receipts = self.server.take_receipts();
         if receipts.is_empty() {
@@ -73,11 +73,11 @@ impl Daemon {
         if self.full.is_some() {
             return Ok(());
         }
-        let Some(req) = self.queue.take_full() else {
+        let Some(req) = self.ctl.start_full() else {
             return Ok(());
         };
         if let Err(stop) = self.gate() {
-            self.requeue_full(&req);
+            self.ctl.full_not_started(&req, Instant::now());
             return Err(stop);
         }
         let reasons = req.reasons.join("; ");
@@ -139,8 +139,7 @@ impl Daemon {
             Err(e) => {
                 warn!("cannot start a thread for the full check: {e}");
                 self.end_run(journaled);
-                self.requeue_full(&req);
-                self.full_retry_at = Some(Instant::now() + self.settings.retry_initial);
+                self.ctl.full_not_started(&req, Instant::now());
             }
         }
         Ok(())
@@ -175,7 +174,6 @@ impl Daemon {
                     None => {
                         self.status.counters.full_syncs += 1;
                         self.cache.record_full(run);
-                        self.sched.full_started(Instant::now());
                         if let Err(e) = self.journal.complete_all(req.max_txid) {
                             self.journal_failed("clearing checked changes", &e);
                         }
@@ -197,10 +195,8 @@ impl Daemon {
                     }
                 }
                 self.end_run(journaled);
-                // A full sync pushes to every peer, whatever -v reported.
-                self.sched.mark_all_dirty();
-                self.full_failures = 0;
-                self.full_retry_at = None;
+                // Pushes to every peer, and plans the next periodic one.
+                self.ctl.full_ended(&req, true, Instant::now());
                 info!(
                     marked = outcome.marked.len(),
                     elapsed = ?started.elapsed(),
@@ -214,11 +210,10 @@ impl Daemon {
                     self.status.counters.csync2_failures += 1;
                 }
                 self.status.last_error = Some(e.to_string());
-                self.full_failures += 1;
-                let delay = Duration::from_millis(500 * (1u64 << self.full_failures.min(8)))
-                    .min(self.settings.retry_max);
-                self.full_retry_at = Some(Instant::now() + delay);
-                self.requeue_full(&req);
+                let delay = self
+                    .ctl
+                    .full_ended(&req, false, Instant::now())
+                    .unwrap_or_default();
                 warn!("full check failed, retrying in {delay:?}: {e}");
                 // It may have stopped between recording a file and marking
                 // it dirty: what it covered is in doubt, and so is what was
@@ -239,25 +234,13 @@ impl Daemon {
         }
     }
 
-    pub(super) fn requeue_full(&mut self, req: &FullRequest) {
-        let reason = req.reasons.join("; ");
-        match &req.scopes {
-            None => self.queue.request_full(None, reason),
-            Some(dirs) => {
-                for d in dirs {
-                    self.queue.request_full(Some(d.clone()), reason.clone());
-                }
-            }
-        }
-    }
-
     pub(super) fn run_batch(&mut self) -> Result<(), Stop> {
-        let batch = self.queue.take_batch(self.settings.max_batch);
+        let batch = self.ctl.take_batch();
         if batch.is_empty() {
             return Ok(());
         }
         if let Err(stop) = self.gate() {
-            self.queue.requeue(batch);
+            self.ctl.queue.requeue(batch);
             return Err(stop);
         }
         let _span = info_span!("batch", paths = batch.len()).entered();
@@ -348,10 +331,9 @@ impl Daemon {
                 }
                 self.complete(&batch);
                 if marked > 0 {
-                    self.sched.mark_all_dirty();
+                    self.ctl.sched.mark_all_dirty();
                 }
-                self.batch_failures = 0;
-                self.retry_at = None;
+                self.ctl.check_ok();
                 self.status.counters.batches += 1;
                 self.status.last_batch = Some(RunInfo {
                     at: status::unix_now(),

@@ -6,7 +6,7 @@ use super::*;
 
 impl Daemon {
     pub(super) fn main_loop(&mut self) -> anyhow::Result<()> {
-        self.queue.request_full(None, "start-up");
+        self.ctl.request_full(None, "start-up");
         self.refresh_scope_timers(Instant::now());
 
         loop {
@@ -18,8 +18,10 @@ impl Daemon {
                 return Ok(());
             }
             self.write_status(false);
-            match self.next_action(Instant::now()) {
-                Some(action) => {
+            self.ctl
+                .set_recovery(self.need_fill, !self.doubt.is_empty());
+            match self.ctl.next(Instant::now()) {
+                Next::Run(action) => {
                     // csync2 runs and server waits are legitimately long.
                     let _busy = self.heartbeat.busy(self.limits.stall_timeout);
                     let done = match action {
@@ -27,89 +29,29 @@ impl Daemon {
                         Action::Recover => self.run_recover(),
                         Action::Full => self.run_full(),
                         Action::Batch => self.run_batch(),
-                        Action::Updates => self.run_updates(),
+                        Action::Update => self.run_updates(),
                         Action::Verify => self.run_verify(),
                     };
                     if done.is_err() {
                         // Stopped while waiting for the server to be quiet.
                         continue;
                     }
-                    if !self.queue.is_empty() && self.retry_at.is_none() {
-                        // Changes that arrived while csync2 ran form the
-                        // next batch at once.
-                        self.ready_at = Some(Instant::now());
-                    }
+                    self.ctl.run_ended(Instant::now());
                 }
-                None => self.wait()?,
+                Next::Wait(until) => self.wait(until)?,
             }
         }
     }
 
-    /// Pick the next action, most urgent first.
-    pub(super) fn next_action(&mut self, now: Instant) -> Option<Action> {
-        if self.sched.full_due(now) && self.queue.full_pending().is_none() {
-            self.queue.request_full(None, "periodic full sync");
-            self.sched.full_started(now);
-        }
-        for (scope, every, due) in &mut self.scope_timers {
-            if *due <= now {
-                *due = now + *every;
-                self.queue
-                    .request_full(Some(scope.clone()), "tree inotify cannot fully see");
-            }
-        }
-        let retry_ok = self.retry_at.is_none_or(|t| t <= now);
-        // Until csync2's database is trusted again (the confirmed record
-        // filled, what is in doubt recovered), nothing else checks: a
-        // check of a path in doubt would find it "unchanged", and a
-        // confirmation would make that stick. Peers may still be updated.
-        if self.need_fill || !self.doubt.is_empty() {
-            if !retry_ok || self.full.is_some() {
-                return (!self.sched.due(now).is_empty()).then_some(Action::Updates);
-            }
-            return Some(if self.need_fill {
-                Action::Fill
-            } else {
-                Action::Recover
-            });
-        }
-        let full_ok = self.full.is_none() && self.full_retry_at.is_none_or(|t| t <= now);
-        if self.queue.full_pending().is_some() && full_ok {
-            return Some(Action::Full);
-        }
-        if !self.queue.is_empty() && retry_ok && self.ready_at.is_none_or(|t| t <= now) {
-            return Some(Action::Batch);
-        }
-        if !self.sched.due(now).is_empty() {
-            return Some(Action::Updates);
-        }
-        if self.sched.verify_pending() && self.queue.is_idle() {
-            return Some(Action::Verify);
-        }
-        None
-    }
-
-    /// Block until something may be due. Fails when the watcher died: a
+    /// Block until `until` (or an input). Fails when the watcher died: a
     /// daemon that no longer sees changes must not pretend to run.
-    pub(super) fn wait(&mut self) -> anyhow::Result<()> {
-        let mut deadline = self.sched.next_deadline();
+    pub(super) fn wait(&mut self, until: Option<Instant>) -> anyhow::Result<()> {
+        let mut deadline = until;
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
         };
-        if !self.queue.is_empty() {
-            consider(self.ready_at);
-        }
-        if !self.queue.is_empty() || self.need_fill || !self.doubt.is_empty() {
-            consider(self.retry_at);
-        }
-        if self.queue.full_pending().is_some() && self.full.is_none() {
-            consider(self.full_retry_at);
-        }
-        for (_, _, due) in &self.scope_timers {
-            consider(Some(*due));
-        }
         if self.status_dirty {
             consider(self.status_written.map(|t| t + Duration::from_millis(500)));
         }
@@ -155,7 +97,6 @@ impl Daemon {
         }
         let drained = self.watcher.drain();
         if !drained.changes.is_empty() {
-            let was_empty = self.queue.is_empty();
             let items: Vec<(PathBuf, ChangeKind)> = drained
                 .changes
                 .into_iter()
@@ -179,10 +120,19 @@ impl Daemon {
                     }
                 }
             }
-            for ((path, kind), txid) in items.into_iter().zip(txids) {
-                self.queue.push(path, kind, txid);
+            let collapsed = self.ctl.changes(
+                items
+                    .into_iter()
+                    .zip(txids)
+                    .map(|((path, kind), txid)| (path, kind, txid)),
+                Instant::now(),
+            );
+            if collapsed {
+                info!(
+                    threshold = self.settings.full_check_threshold,
+                    "too many queued changes: one full check instead"
+                );
             }
-            self.settle(was_empty, Instant::now());
             self.status_dirty = true;
         }
         for fc in drained.full_checks {
@@ -196,32 +146,8 @@ impl Daemon {
                 FullCheckReason::RootReplaced => "a watched root was replaced".to_string(),
             };
             warn!(scope = ?fc.scope, "full check needed: {reason}");
-            self.queue.request_full(fc.scope, reason);
+            self.ctl.request_full(fc.scope, reason);
             self.status_dirty = true;
-        }
-        if self
-            .queue
-            .collapse_if_over(self.settings.full_check_threshold)
-        {
-            info!(
-                threshold = self.settings.full_check_threshold,
-                "too many queued changes: one full check instead"
-            );
-        }
-    }
-
-    /// New changes arrived: a batch starts once changes stop arriving for
-    /// `batch_delay`, but at most `batch_delay_max` after the first change
-    /// of a quiet spell (so a burst written in a few tens of milliseconds
-    /// is one csync2 run, and a steady stream still goes out). A batch
-    /// already due (changes that came while csync2 ran) is not held back.
-    fn settle(&mut self, was_empty: bool, now: Instant) {
-        if was_empty {
-            self.spell_started = now;
-            self.ready_at = Some(now + self.settings.batch_delay);
-        } else if self.ready_at.is_some_and(|t| t > now) {
-            let cap = self.spell_started + self.settings.batch_delay_max;
-            self.ready_at = Some((now + self.settings.batch_delay).min(cap));
         }
     }
 
@@ -253,21 +179,19 @@ impl Daemon {
         };
         if requests.is_empty() && from_signal {
             info!("SIGUSR1: full sync requested");
-            self.queue.request_full(None, "requested by SIGUSR1");
+            self.ctl.request_full(None, "requested by SIGUSR1");
         }
         for req in requests {
             self.status.last_request += 1;
             match req {
                 Request::Full => {
                     info!("full sync requested");
-                    self.queue
+                    self.ctl
                         .request_full(None, "requested by csync2-watch sync");
                 }
                 Request::Flush => {
                     info!("flush requested: updating every peer now");
-                    self.ready_at = Some(Instant::now());
-                    self.retry_at = None;
-                    self.sched.retry_now();
+                    self.ctl.flush(Instant::now());
                 }
                 Request::Paths(paths) => {
                     let items: Vec<(PathBuf, ChangeKind)> = paths
@@ -288,10 +212,10 @@ impl Daemon {
                             vec![0; items.len()]
                         }
                     };
-                    for ((p, k), t) in items.into_iter().zip(txids) {
-                        self.queue.push(p, k, t);
-                    }
-                    self.ready_at = Some(Instant::now());
+                    self.ctl.requested(
+                        items.into_iter().zip(txids).map(|((p, k), t)| (p, k, t)),
+                        Instant::now(),
+                    );
                 }
             }
         }
@@ -301,15 +225,11 @@ impl Daemon {
     /// Wait until the local csync2 server has been quiet for
     /// `quiet_period`. Returns `Err(Stop)` when asked to stop meanwhile.
     pub(super) fn gate(&mut self) -> Result<(), Stop> {
-        let quiet = self.settings.quiet_period;
         let mut announced = false;
         loop {
-            let serving = self.server.serving_now();
-            let recent = self
-                .server
-                .last_active()
-                .is_some_and(|t| t.elapsed() < quiet);
-            if !serving && !recent {
+            self.ctl
+                .server(self.server.serving_now(), self.server.last_active());
+            if self.ctl.quiet_until(Instant::now()).is_none() {
                 return Ok(());
             }
             if !announced {
@@ -328,18 +248,16 @@ impl Daemon {
         }
     }
 
-    /// Record a failed csync2 run and set the retry delay.
-    pub(super) fn note_failure(&mut self, e: &RunError) {
+    /// Record a failed csync2 check (batch, fill, recovery): retried with
+    /// the controller's backoff.
+    pub(super) fn note_failure(&mut self, e: &RunError) -> Duration {
         if matches!(e, RunError::Busy) {
             self.status.counters.busy += 1;
         } else {
             self.status.counters.csync2_failures += 1;
         }
         self.status.last_error = Some(e.to_string());
-        self.batch_failures += 1;
-        let delay = Duration::from_millis(250 * (1u64 << self.batch_failures.min(8)))
-            .min(self.settings.retry_max);
-        self.retry_at = Some(Instant::now() + delay);
+        self.ctl.check_failed(Instant::now())
     }
 
     /// SIGTERM: the batch in hand was checked; push it to the peers that
@@ -351,21 +269,22 @@ impl Daemon {
             let _ = self.full_done_rx.recv();
             self.finish_full();
         }
-        if !self.sched.due(Instant::now()).is_empty() {
+        if !self.ctl.sched.due(Instant::now()).is_empty() {
             self.stopping = false;
             let _ = self.run_updates();
             self.stopping = true;
         }
         let dirty_peers: Vec<String> = self
+            .ctl
             .sched
             .peers()
             .iter()
             .filter(|p| p.dirty)
             .map(|p| p.name.clone())
             .collect();
-        if !self.queue.is_empty() || !self.doubt.is_empty() || !dirty_peers.is_empty() {
+        if !self.ctl.queue.is_empty() || !self.doubt.is_empty() || !dirty_peers.is_empty() {
             warn!(
-                queued = self.queue.len(),
+                queued = self.ctl.queue.len(),
                 in_doubt = self.doubt.len(),
                 dirty_peers = %dirty_peers.join(","),
                 "stopping before everything reached the peers: the journal and csync2's \
@@ -381,9 +300,9 @@ impl Daemon {
                 let plan = Arc::new(plan);
                 self.watcher.reload(plan.clone() as Arc<dyn TreeFilter>);
                 let peers: Vec<String> = plan.peers().iter().map(|p| p.name.clone()).collect();
-                self.sched.set_peers(&peers);
+                self.ctl.sched.set_peers(&peers);
                 self.plan = plan;
-                self.queue
+                self.ctl
                     .request_full(None, "configuration reloaded".to_string());
                 self.refresh_scope_timers(Instant::now());
             }
@@ -402,6 +321,7 @@ impl Daemon {
                 self.csync2.program = s.csync2.clone();
                 self.csync2.client_args = s.csync2_args.clone();
                 self.limits.stall_timeout = s.stall_timeout;
+                self.ctl.set_policy(policy(&s));
                 self.settings = s;
             }
             Err(e) => error!("keeping the old settings: {e:#}"),

@@ -24,11 +24,12 @@ use anyhow::Context as _;
 use crossbeam_channel::{select, Receiver, Sender};
 use tracing::{debug, error, info, info_span, warn};
 
+use crate::controller::{Action, Controller, Next, Policy};
 use crate::journal::{HealthFlag, Journal, Request};
 use crate::journal::{RunMode, ScopeEntry};
 use crate::plan::{LoadOptions, Plan};
 use crate::probe;
-use crate::queue::{display_bytes, Batch, BatchQueue, FullRequest};
+use crate::queue::{display_bytes, Batch, FullRequest};
 use crate::runner::{Csync2, Limits, RunError, UpdateOutcome};
 use crate::sched::{Reach, Scheduler, Timing};
 use crate::server::LocalServer;
@@ -157,7 +158,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let now = Instant::now();
     let seed = seed_for(plan.node());
     let mut daemon = Daemon {
-        sched: Scheduler::new(&peers, timing(&opts.settings), now, seed),
+        ctl: Controller::new(
+            policy(&opts.settings),
+            Scheduler::new(&peers, timing(&opts.settings), now, seed),
+        ),
         limits: Limits {
             stall_timeout: opts.settings.stall_timeout,
         },
@@ -168,7 +172,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         state_dir,
         port,
         journal,
-        queue: BatchQueue::new(),
         cache: StatCache::new(100_000),
         watcher,
         server,
@@ -176,16 +179,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         probe_tx,
         probe_rx,
         stopping: false,
-        ready_at: None,
-        spell_started: Instant::now(),
-        retry_at: None,
-        batch_failures: 0,
         full: None,
         full_done_tx,
         full_done_rx,
-        full_failures: 0,
-        full_retry_at: None,
-        scope_timers: Vec::new(),
         doubt: recover::Doubt::default(),
         awaiting: HashMap::new(),
         health,
@@ -311,6 +307,18 @@ fn watch_options(s: &Settings) -> WatchOptions {
     }
 }
 
+fn policy(s: &Settings) -> Policy {
+    Policy {
+        batch_delay: s.batch_delay,
+        batch_delay_max: s.batch_delay_max,
+        max_batch: s.max_batch,
+        full_check_threshold: s.full_check_threshold,
+        quiet_period: s.quiet_period,
+        retry_initial: s.retry_initial,
+        retry_max: s.retry_max,
+    }
+}
+
 fn timing(s: &Settings) -> Timing {
     Timing {
         retry_initial: s.retry_initial,
@@ -338,31 +346,20 @@ struct Daemon {
     state_dir: PathBuf,
     port: u16,
     journal: Journal,
-    queue: BatchQueue,
     cache: StatCache,
-    sched: Scheduler,
+    /// What runs next: the batch queue, the peers' schedule, timers and
+    /// backoffs.
+    ctl: Controller,
     watcher: Watcher,
     server: LocalServer,
     signals: Receiver<i32>,
     probe_tx: Sender<ProbeResult>,
     probe_rx: Receiver<ProbeResult>,
     stopping: bool,
-    /// When the queued changes may go out (batch_delay after a quiet spell).
-    ready_at: Option<Instant>,
-    /// When the first change of the current quiet spell arrived.
-    spell_started: Instant,
-    /// A failed check is retried no earlier than this.
-    retry_at: Option<Instant>,
-    batch_failures: u32,
     /// The full check running in the background, if any.
     full: Option<RunningFull>,
     full_done_tx: Sender<()>,
     full_done_rx: Receiver<()>,
-    full_failures: u32,
-    /// A failed full check is retried no earlier than this.
-    full_retry_at: Option<Instant>,
-    /// Subtrees inotify cannot fully cover, with their next full check.
-    scope_timers: Vec<(PathBuf, Duration, Instant)>,
     /// Where csync2's database is in doubt until recovery runs.
     doubt: recover::Doubt,
     /// Checked paths waiting for `csync2 -M` to confirm every peer holds
@@ -377,16 +374,6 @@ struct Daemon {
     status_dirty: bool,
     /// Tells the systemd watchdog that the control loop is alive.
     heartbeat: watchdog::Heartbeat,
-}
-
-/// What the control loop does next.
-enum Action {
-    Fill,
-    Recover,
-    Full,
-    Batch,
-    Updates,
-    Verify,
 }
 
 mod checks;

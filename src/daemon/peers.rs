@@ -7,16 +7,17 @@ impl Daemon {
         match r.result {
             Ok(rtt) => {
                 let was_down = matches!(
-                    self.sched.peer(&r.peer).map(|p| p.reach),
+                    self.ctl.sched.peer(&r.peer).map(|p| p.reach),
                     Some(Reach::Down { .. })
                 );
-                self.sched.probe_ok(&r.peer);
+                self.ctl.sched.probe_ok(&r.peer);
                 if was_down {
                     info!(peer = %r.peer, ?rtt, "peer is back: catching it up");
                 }
             }
             Err(e) => {
                 if self
+                    .ctl
                     .sched
                     .unreachable(&r.peer, Instant::now(), e.to_string())
                 {
@@ -30,7 +31,7 @@ impl Daemon {
     }
 
     pub(super) fn run_updates(&mut self) -> Result<(), Stop> {
-        let due = self.sched.due(Instant::now());
+        let due = self.ctl.sched.due(Instant::now());
         if due.is_empty() {
             return Ok(());
         }
@@ -38,7 +39,7 @@ impl Daemon {
         // the grace time is left to answer later and never holds up the
         // others.
         for peer in &due {
-            self.sched.probe_started(peer);
+            self.ctl.sched.probe_started(peer);
             let tx = self.probe_tx.clone();
             let (peer, port, timeout) = (peer.clone(), self.port, self.settings.probe_timeout);
             std::thread::spawn(move || {
@@ -106,6 +107,7 @@ impl Daemon {
                 for p in peers {
                     if o.connect_failed.iter().any(|f| f.eq_ignore_ascii_case(p)) {
                         if self
+                            .ctl
                             .sched
                             .unreachable(p, now, "csync2 could not connect".into())
                         {
@@ -116,7 +118,7 @@ impl Daemon {
                         if let Some(e) = &errors {
                             warn!(peer = %p, "csync2 -u reported: {e}");
                         }
-                        self.sched.updated(p, errors);
+                        self.ctl.sched.updated(p, errors);
                     }
                 }
                 debug!(elapsed = ?o.elapsed, ok = o.exit_ok, "updated");
@@ -129,7 +131,7 @@ impl Daemon {
                     self.status.counters.csync2_failures += 1;
                 }
                 for p in peers {
-                    self.sched.update_failed(p, now, e.to_string());
+                    self.ctl.sched.update_failed(p, now, e.to_string());
                 }
             }
         }
@@ -171,12 +173,12 @@ impl Daemon {
                         )
                     })
                     .collect();
-                self.sched.verified(&dirty, Instant::now());
+                self.ctl.sched.verified(&dirty, Instant::now());
             }
             Err(e) => {
                 warn!("csync2 -M failed: {e}");
-                self.sched.verified(&[], Instant::now());
-                self.sched.mark_all_dirty();
+                self.ctl.sched.verified(&[], Instant::now());
+                self.ctl.sched.mark_all_dirty();
                 self.note_failure(&e);
             }
         }

@@ -246,8 +246,7 @@ impl Daemon {
             self.journal_failed("filling the confirmed record", &e);
         }
         self.need_fill = false;
-        self.batch_failures = 0;
-        self.retry_at = None;
+        self.ctl.check_ok();
         info!(
             confirmed = items.len(),
             walked,
@@ -312,7 +311,7 @@ impl Daemon {
                 return Ok(());
             }
             self.status.counters.marks += 1;
-            self.sched.mark_all_dirty();
+            self.ctl.sched.mark_all_dirty();
             for (p, snap) in force {
                 self.await_confirmation(p, snap);
             }
@@ -331,8 +330,7 @@ impl Daemon {
                 warn!("cannot clear the journal's health flag: {e}");
             }
         }
-        self.batch_failures = 0;
-        self.retry_at = None;
+        self.ctl.check_ok();
         self.status.doubt_paths = 0;
         self.status.counters.forced += paths.len() as u64;
         info!(

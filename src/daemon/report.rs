@@ -11,51 +11,38 @@ impl Daemon {
     }
 
     /// Keep one timer per network-filesystem or degraded tree; a tree that
-    /// stays keeps its due time.
+    /// stays keeps its due time. A new network-filesystem tree is logged
+    /// once, loudly.
     pub(super) fn set_scope_timers(&mut self, stats: &WatchStats, now: Instant) {
-        let wanted: Vec<&PathBuf> = stats
+        for (path, fs) in &stats.network_fs {
+            if !self.ctl.scope_timers().iter().any(|t| &t.path == path) {
+                warn!(
+                    path = %display_bytes(path),
+                    fs,
+                    every = ?self.settings.network_fs_interval,
+                    "inotify cannot see writes made by other machines here: periodic full checks"
+                );
+            }
+        }
+        let wanted: Vec<(PathBuf, Duration, &'static str)> = stats
             .network_fs
             .iter()
-            .map(|(p, _)| p)
-            .chain(&stats.degraded)
+            .map(|(p, _)| {
+                (
+                    p.clone(),
+                    self.settings.network_fs_interval,
+                    "tree inotify cannot fully see",
+                )
+            })
+            .chain(stats.degraded.iter().map(|p| {
+                (
+                    p.clone(),
+                    self.settings.degraded_interval,
+                    "tree inotify cannot fully see",
+                )
+            }))
             .collect();
-        if wanted.len() == self.scope_timers.len()
-            && wanted
-                .iter()
-                .zip(&self.scope_timers)
-                .all(|(w, (p, _, _))| *w == p)
-        {
-            return;
-        }
-        let old = std::mem::take(&mut self.scope_timers);
-        let known = |path: &Path| old.iter().any(|(p, _, _)| p == path);
-        let keep = |path: &Path, every: Duration| {
-            old.iter()
-                .find(|(p, _, _)| p == path)
-                .map(|(_, _, due)| *due)
-                .unwrap_or(now + every)
-        };
-        let mut timers = Vec::new();
-        for (path, fs) in &stats.network_fs {
-            if known(path) {
-                let every = self.settings.network_fs_interval;
-                timers.push((path.clone(), every, keep(path, every)));
-                continue;
-            }
-            warn!(
-                path = %display_bytes(path),
-                fs,
-                every = ?self.settings.network_fs_interval,
-                "inotify cannot see writes made by other machines here: periodic full checks"
-            );
-            let every = self.settings.network_fs_interval;
-            timers.push((path.clone(), every, keep(path, every)));
-        }
-        for path in &stats.degraded {
-            let every = self.settings.degraded_interval;
-            timers.push((path.clone(), every, keep(path, every)));
-        }
-        self.scope_timers = timers;
+        self.ctl.set_scope_timers(wanted, now);
     }
 
     /// The Prometheus textfile: `metrics_dir/NODE[_CFG].prom`, named like
@@ -122,14 +109,16 @@ impl Daemon {
             .collect();
         self.status.watch.degraded = stats.degraded.clone();
         self.status.watch.overflows = self.status.counters.overflows;
-        self.status.queue.pending = self.queue.len() as u64;
-        self.status.queue.full_check_pending = self.queue.full_pending().is_some();
-        self.status.queue.last_txid = self.queue.max_txid();
+        self.status.queue.pending = self.ctl.queue.len() as u64;
+        self.status.queue.full_check_pending = self.ctl.queue.full_pending().is_some();
+        self.status.queue.last_txid = self.ctl.queue.max_txid();
         self.status.next_full_sync_in = self
+            .ctl
             .sched
             .next_full()
             .map(|t| t.saturating_duration_since(now).as_secs());
         self.status.peers = self
+            .ctl
             .sched
             .peers()
             .iter()
