@@ -93,6 +93,30 @@ fn kill_9_during_start_up_loses_nothing() {
     }
 }
 
+/// The same storm, aimed: each round's files are written while the new
+/// daemon is still starting (before its watches: no event is ever
+/// journaled for them), and the kill lands a random 0-20 ms into its
+/// start-up `csync2 -cr /`, the run that records them.
+#[test]
+fn kill_9_inside_the_start_up_full_check_loses_nothing() {
+    let mut rng = Rng::from_env_or_clock();
+    let mut c = Cluster::start("");
+    for round in 0..20 {
+        kill_daemon_alone(&mut c, 0);
+        c.start_daemon(0);
+        let dir = c.path(0, format!("k9cr/r{round}"));
+        fs::create_dir_all(&dir).unwrap();
+        for k in 0..40 {
+            fs::write(dir.join(format!("f{k}")), format!("round {round} file {k}")).unwrap();
+        }
+        let pause = Duration::from_millis(rng.below(20));
+        kill_during(&mut c, 0, |a| has(a, "-c") && has(a, "-r"), pause);
+    }
+    c.start_daemon(0);
+    c.wait_ready(0);
+    c.wait_converged(Duration::from_secs(120));
+}
+
 /// The command lines of `pid`'s children.
 fn children(pid: u32) -> Vec<(i32, Vec<String>)> {
     let mut out = Vec::new();
@@ -130,12 +154,19 @@ fn children(pid: u32) -> Vec<(i32, Vec<String>)> {
 }
 
 /// Wait until node `i`'s daemon runs a csync2 child whose arguments
-/// satisfy `want`, then SIGKILL the daemon alone. Returns the child's argv.
-fn kill_during(c: &mut Cluster, i: usize, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+/// satisfy `want`, wait `after`, then SIGKILL the daemon alone. Returns
+/// the child's argv.
+fn kill_during(
+    c: &mut Cluster,
+    i: usize,
+    want: impl Fn(&[String]) -> bool,
+    after: Duration,
+) -> Vec<String> {
     let pid = c.daemon_pid(i).expect("daemon runs");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some((_, args)) = children(pid).into_iter().find(|(_, a)| want(a)) {
+            std::thread::sleep(after);
             kill_daemon_alone(c, i);
             return args;
         }
@@ -267,7 +298,7 @@ fn an_update_killed_mid_transfer_is_resent() {
         .map(|i| i.wrapping_mul(2_654_435_761) as u8)
         .collect();
     fs::write(c.path(0, "big"), &big).unwrap();
-    let args = kill_during(&mut c, 0, |a| has(a, "-u"));
+    let args = kill_during(&mut c, 0, |a| has(a, "-u"), Duration::ZERO);
     eprintln!("killed during {args:?}");
     c.start_daemon(0);
     c.wait_ready(0);
@@ -287,7 +318,7 @@ fn the_daemon_killed_during_its_start_up_full_check_loses_nothing() {
         }
     }
     c.start_daemon(0);
-    let args = kill_during(&mut c, 0, |a| has(a, "-c") && has(a, "-r"));
+    let args = kill_during(&mut c, 0, |a| has(a, "-c") && has(a, "-r"), Duration::ZERO);
     eprintln!("killed during {args:?}");
     c.start_daemon(0);
     c.wait_ready(0);
