@@ -150,7 +150,8 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "retry_initial",
         default: "\"1s\"",
         doc: "A peer that failed, or is still dirty after an update, is retried after this, \
-              doubling each time up to retry_max, so that a down peer never stalls the others.",
+              doubling each time up to retry_max, so that a down peer never stalls the others. \
+              A csync2 check or full check that failed is retried the same way.",
     },
     SettingDoc {
         key: "retry_max",
