@@ -41,5 +41,6 @@ pub mod statcache;
 pub mod status;
 pub mod sysctl;
 pub mod testbed;
+pub mod vocab;
 pub mod walk;
 pub mod watch;

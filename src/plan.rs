@@ -2,7 +2,7 @@
 //! it: the node's identity (`-N`, else gethostname lowercased), the groups
 //! active on it, each group's peers with the identity csync2 uses for them,
 //! `%prefix%` paths for this host, the roots to watch, and the path
-//! decisions ([`crate::paths`]) behind [`crate::watch::TreeFilter`].
+//! decisions ([`crate::paths`]) behind [`crate::vocab::TreeFilter`].
 //!
 //! [`Plan::load`] fails on anything csync2 itself would refuse (and on a
 //! node that is in no group); [`Plan::analyze`] always returns what could
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::config::semantic::{self, GroupHost, Resolved};
 use crate::config::{Config, Diagnostic, PatternKind, Severity, Span};
 use crate::paths::{Decision, Origin, PrefixPath, Rule, RuleGroup, Rules};
-use crate::watch::TreeFilter;
+use crate::vocab::TreeFilter;
 
 /// csync2's default database directory (Debian's build).
 pub const CSYNC2_DBDIR: &str = "/var/lib/csync2";

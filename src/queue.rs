@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::watch::ChangeKind;
+use crate::vocab::ChangeKind;
 
 /// One queued path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

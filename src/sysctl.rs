@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::watch::TreeFilter;
+use crate::vocab::TreeFilter;
 
 /// Where `--write` puts the sysctl.d drop-in.
 pub const SYSCTL_D_FILE: &str = "/etc/sysctl.d/60-csync2-watch.conf";

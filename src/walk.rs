@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::statcache::Snapshot;
-use crate::watch::TreeFilter;
+use crate::vocab::TreeFilter;
 
 /// Every synced path at or below `scope` (`/`: every tree), with its
 /// lstat, handed to `each`. `roots` are the watched roots of the plan.

@@ -51,7 +51,7 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
-use crate::watch::ChangeKind;
+use crate::vocab::ChangeKind;
 
 mod health;
 mod runs;

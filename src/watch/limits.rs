@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::dirs::{is_vanished, OpenDir};
-use super::TreeFilter;
+use crate::vocab::TreeFilter;
 
 /// inotify limits of this process, from /proc/sys (`None`: unreadable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::{Change, ChangeKind, FullCheck, FullCheckReason};
+use crate::vocab::{Change, ChangeKind, FullCheck, FullCheckReason};
 
 /// What [`super::Watcher::drain`] hands over: every change since the last
 /// drain, in the order each path first changed, and the full checks
