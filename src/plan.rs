@@ -33,14 +33,15 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// From the command line's `-C`/`-N` and the environment.
-    pub fn from_cli(opts: &crate::cli::Csync2Opts) -> LoadOptions {
+    /// What csync2 itself would use with `-C cfg_name` and `-N node`: the
+    /// system directory from `$CSYNC2_SYSTEM_DIR`, else `/etc`.
+    pub fn new(cfg_name: Option<String>, node: Option<String>) -> LoadOptions {
         LoadOptions {
             system_dir: std::env::var_os("CSYNC2_SYSTEM_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/etc")),
-            cfg_name: opts.cfg_name.clone(),
-            node: opts.node.clone(),
+            cfg_name,
+            node,
         }
     }
 

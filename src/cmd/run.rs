@@ -1,13 +1,26 @@
 //! `csync2-watch run`: resolve the command line and the settings file into
 //! daemon options and run the daemon until SIGTERM.
 
-use crate::cli::RunArgs;
+use super::{Csync2Opts, Csync2RunOpts, WatchOpts};
 use crate::daemon::{self, Options};
 use crate::exit::{self, Exit};
-use crate::plan::LoadOptions;
 use crate::runner::Csync2;
 use crate::settings::Settings;
 use std::path::Path;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub csync2_run: Csync2RunOpts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Override one setting of the settings file, e.g. `--set quiet_period=500ms`
+    /// (repeatable; kept across SIGHUP reloads).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     crate::logging::init("info");
@@ -22,7 +35,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         system_dir: None,
     };
     daemon::run(Options {
-        load: LoadOptions::from_cli(&args.csync2),
+        load: args.csync2.load_options(),
         csync2,
         settings,
         settings_path: args.watch.settings.clone(),
