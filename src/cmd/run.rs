@@ -3,10 +3,9 @@
 
 use super::{Csync2Opts, Csync2RunOpts, WatchOpts};
 use crate::daemon::{self, Options};
-use crate::exit::{self, Exit};
+use crate::exit;
 use crate::runner::Csync2;
-use crate::settings::Settings;
-use std::path::Path;
+use crate::settings::{Settings, SettingsError};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -24,7 +23,8 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     crate::logging::init("info");
-    let settings = load_settings(args.watch.settings.as_deref(), &args.overrides)?;
+    let settings = Settings::load_with_overrides(args.watch.settings.as_deref(), &args.overrides)
+        .map_err(SettingsError::into_exit)?;
     let csync2 = Csync2 {
         program: settings.csync2.clone(),
         node: args.csync2.node.clone(),
@@ -43,16 +43,4 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         state_dir: args.watch.state_dir.clone(),
     })?;
     Ok(exit::OK)
-}
-
-/// The settings file with `--set` overrides; problems are a config error.
-pub fn load_settings(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Settings> {
-    let checked = Settings::check(path).map_err(|e| Exit::config(format!("{e}\n")))?;
-    for w in &checked.warnings {
-        tracing::warn!("{w}");
-    }
-    checked
-        .with_overrides(overrides)
-        .into_result()
-        .map_err(|e| Exit::config(format!("{e}\n")).into())
 }
