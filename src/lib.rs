@@ -27,6 +27,7 @@ pub mod confirm;
 pub mod daemon;
 pub mod exit;
 pub mod fnmatch;
+pub mod fscheck;
 pub mod fstype;
 pub mod journal;
 pub mod logging;

@@ -32,9 +32,9 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::{Csync2Opts, WatchOpts};
-use crate::config::checks::{self, Checks};
 use crate::config::PatternKind;
 use crate::exit::{self, Exit};
+use crate::fscheck::{self, Checks};
 use crate::plan::{NodeSource, Plan};
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +58,7 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<u8> {
     let mut errors = analysis.errors.clone();
     let mut warnings = plan.warnings().to_vec();
     let fs = if errors.is_empty() || !plan.roots().is_empty() {
-        checks::run(plan)
+        fscheck::run(plan)
     } else {
         Checks::default()
     };
