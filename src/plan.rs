@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::semantic::{self, GroupHost, Resolved};
 use crate::config::{Config, Diagnostic, PatternKind, Severity, Span};
+use crate::exit::Exit;
 use crate::paths::{Decision, Origin, PrefixPath, Rule, RuleGroup, Rules};
 use crate::vocab::TreeFilter;
 
@@ -120,6 +121,25 @@ pub struct Peer {
 #[error("csync2 configuration is unusable")]
 pub struct LoadError {
     pub diagnostics: Vec<String>,
+}
+
+impl LoadError {
+    /// The one way a command reports an unusable csync2.cfg: every
+    /// problem on a line of its own, then a last line that says so, as a
+    /// configuration error (exit code [`crate::exit::CONFIG`]).
+    pub fn into_exit(self) -> Exit {
+        let mut msg = String::new();
+        for d in &self.diagnostics {
+            msg.push_str(d);
+            msg.push('\n');
+        }
+        if self.diagnostics.is_empty() {
+            msg.push_str(&format!("csync2-watch: {self}"));
+        } else {
+            msg.push_str(&format!("csync2-watch: {self}; fix the errors above"));
+        }
+        Exit::config(msg)
+    }
 }
 
 /// A pattern of a group, for display.
@@ -805,5 +825,26 @@ mod tests {
         assert!(is_at_or_below(b"/a/b", b"/a"));
         assert!(!is_at_or_below(b"/ab", b"/a"));
         assert!(is_at_or_below(b"/a", b"/"));
+    }
+
+    #[test]
+    fn a_load_error_lists_every_problem_then_says_so() {
+        let e = LoadError {
+            diagnostics: vec!["a.cfg:1:1: one".into(), "a.cfg:2:1: two".into()],
+        };
+        let exit = e.into_exit();
+        assert_eq!(exit.code, crate::exit::CONFIG);
+        assert_eq!(
+            exit.message,
+            "a.cfg:1:1: one\na.cfg:2:1: two\n\
+             csync2-watch: csync2 configuration is unusable; fix the errors above"
+        );
+        let none = LoadError {
+            diagnostics: Vec::new(),
+        };
+        assert_eq!(
+            none.into_exit().message,
+            "csync2-watch: csync2 configuration is unusable"
+        );
     }
 }

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::Csync2Opts;
-use crate::exit::{self, Exit};
-use crate::plan::Plan;
+use crate::exit;
+use crate::plan::{LoadError, Plan};
 
 #[derive(Debug, clap::Args)]
 pub struct MatchArgs {
@@ -47,11 +47,7 @@ pub struct MatchArgs {
 
 pub fn run(args: MatchArgs) -> anyhow::Result<u8> {
     let opts = args.csync2.load_options();
-    let plan = Plan::load(&opts).map_err(|e| {
-        let mut msg = e.diagnostics.join("\n");
-        msg.push_str("\ncsync2-watch: csync2's configuration is unusable; fix the errors above");
-        Exit::config(msg)
-    })?;
+    let plan = Plan::load(&opts).map_err(LoadError::into_exit)?;
     if args.paths.is_empty() && !args.stdin {
         anyhow::bail!("no PATH given (pass paths, or --stdin to read them)");
     }

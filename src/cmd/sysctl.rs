@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::Csync2Opts;
-use crate::exit::{self, Exit};
-use crate::plan::Plan;
+use crate::exit;
+use crate::plan::{LoadError, Plan};
 use crate::sysctl::{self, Report, SysctlPaths, Usage};
 
 #[derive(Debug, clap::Args)]
@@ -27,13 +27,7 @@ pub struct SysctlArgs {
 pub fn run(args: SysctlArgs) -> anyhow::Result<u8> {
     crate::logging::init("warn");
     let opts = args.csync2.load_options();
-    let plan = Plan::load(&opts).map_err(|e| {
-        let mut msg = e.diagnostics.join("\n");
-        if msg.is_empty() {
-            msg = format!("csync2-watch: {e}");
-        }
-        Exit::config(msg)
-    })?;
+    let plan = Plan::load(&opts).map_err(LoadError::into_exit)?;
 
     let dirs = sysctl::count_watched_dirs(&plan, Path::new("/"), plan.roots());
     let euid = nix::unistd::geteuid().as_raw();

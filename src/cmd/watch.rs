@@ -22,8 +22,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::Csync2Opts;
-use crate::exit::{self, Exit};
-use crate::plan::Plan;
+use crate::exit;
+use crate::plan::{LoadError, Plan};
 use crate::watch::{Drained, FullCheck, WatchOptions, Watcher};
 
 #[derive(Debug, clap::Args)]
@@ -37,8 +37,7 @@ pub struct WatchArgs {
 
 pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     crate::logging::init("info");
-    let plan = Plan::load(&args.csync2.load_options())
-        .map_err(|e| Exit::config(e.diagnostics.join("\n")))?;
+    let plan = Plan::load(&args.csync2.load_options()).map_err(LoadError::into_exit)?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
     let (sig_tx, sig_rx) = bounded::<()>(1);
