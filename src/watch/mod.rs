@@ -39,7 +39,6 @@
 //! watches are needed, and `csync2-watch sysctl --write`.
 
 mod dirs;
-mod limits;
 mod output;
 mod reader;
 mod tree;
@@ -48,12 +47,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use limits::{dirs_to_watch, InotifyLimits};
 pub use output::Drained;
 pub use reader::Watcher;
 // The shared vocabulary, re-exported under the paths the watcher's users
 // (and the integration tests) have always used.
 pub use crate::vocab::{Change, ChangeKind, FullCheck, FullCheckReason, TreeFilter};
+// inotify's limits are read, and the directories counted, in one place.
+pub use crate::sysctl::{dirs_to_watch, InotifyLimits};
 
 /// Tuning of a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ pub struct WatchStats {
 /// Why the watcher could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot create an inotify instance: {0}{hint}", hint = limits::init_hint(.0))]
+    #[error("cannot create an inotify instance: {0}{hint}", hint = crate::sysctl::init_hint(.0))]
     Init(std::io::Error),
     #[error("cannot set up the watcher: {0}")]
     Setup(std::io::Error),

@@ -33,13 +33,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::dirs::{is_vanished, OpenDir};
-use super::limits::{count_dirs, limit_message};
 use super::output::{wake, Drained, Pending};
 use super::tree::{Id, Key, Tree, NONE, ROOT};
 use super::{
     Change, ChangeKind, FullCheck, FullCheckReason, SharedFilter, WatchError, WatchOptions,
     WatchStats,
 };
+use crate::sysctl::{count_watched_dirs, limit_message, InotifyLimits};
 
 /// The mask of every directory watch.
 fn watch_mask() -> WatchMask {
@@ -763,7 +763,10 @@ impl Reader {
         self.limit.logged = true;
         let filter = self.filter.clone();
         let failed = self.tree.failed_paths();
-        let unwatched: usize = failed.iter().map(|p| count_dirs(p, &*filter)).sum();
+        let unwatched: usize = failed
+            .iter()
+            .map(|p| count_watched_dirs(&*filter, p, &[]).total as usize)
+            .sum();
         let needed = self.tree.watched() + unwatched;
         self.limit.needed = Some(needed);
         tracing::error!(
@@ -1100,7 +1103,7 @@ impl Reader {
             .last_overflow_log
             .is_none_or(|t| now.duration_since(t) >= OVERFLOW_LOG_EVERY)
         {
-            let limit = super::InotifyLimits::read()
+            let limit = InotifyLimits::read()
                 .max_queued_events
                 .map_or_else(|| "unknown".to_string(), |v| v.to_string());
             tracing::warn!(
