@@ -37,18 +37,32 @@
 //! (inotify sees only this node's writes there). When the watch limit is
 //! reached, one error line names `fs.inotify.max_user_watches`, how many
 //! watches are needed, and `csync2-watch sysctl --write`.
+//!
+//! The parts: the [`Watcher`] handle (`handle.rs`); the reader thread
+//! (`reader.rs`), with its walks (`reader/scan.rs`) and its handling of
+//! each event (`reader/dispatch.rs`); files held until they close
+//! (`settle.rs`, pure); mount table changes (`mountinfo.rs`); the
+//! directory model (`tree.rs`); directory listing (`dirs.rs`); and the
+//! coalescing set the consumer drains (`output.rs`). inotify's limits and
+//! the count of directories to watch come from [`crate::sysctl`].
+//!
+//! Layer: adapter. Imports the core ([`crate::vocab`]) and the adapters
+//! [`crate::sysctl`] and [`crate::fstype`].
 
 mod dirs;
+mod handle;
+mod mountinfo;
 mod output;
 mod reader;
+mod settle;
 mod tree;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use handle::Watcher;
 pub use output::Drained;
-pub use reader::Watcher;
 // The shared vocabulary, re-exported under the paths the watcher's users
 // (and the integration tests) have always used.
 pub use crate::vocab::{Change, ChangeKind, FullCheck, FullCheckReason, TreeFilter};
