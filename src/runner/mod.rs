@@ -13,6 +13,9 @@
 
 pub(crate) mod parse;
 pub(crate) mod process;
+// What csync2 -ii prints, for the local server's supervisor
+// (crate::server), beside what the clients print (parse.rs).
+pub(crate) mod server_parse;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +24,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use parse::KnownFile;
+// Shared with the local server's supervisor, which shows and rates
+// csync2's lines the way the runner does.
+pub(crate) use parse::{display_line, looks_like_error};
 use parse::{Kind, StderrParser, StdoutParser};
 
 /// How to invoke csync2 for this node.

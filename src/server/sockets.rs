@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::canonical;
+use super::gate::canonical;
 
 /// TCP states of an inbound connection still being served:
 /// ESTABLISHED, SYN_RECV, CLOSE_WAIT.
