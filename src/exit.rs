@@ -1,6 +1,8 @@
 //! Exit codes shared by every subcommand, and the error type that carries
 //! one out of a command.
 
+#![forbid(unsafe_code)]
+
 /// Success.
 pub const OK: u8 = 0;
 /// A runtime error (I/O, csync2 failed, daemon not running, ...).

@@ -15,6 +15,8 @@
 //! * [`Flags::LEADING_DIR`]: the pattern may match a leading part of the
 //!   string that is followed by `/`.
 
+#![forbid(unsafe_code)]
+
 /// Flags, the subset of glibc's that csync2 uses (values as in glibc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Flags(u8);

@@ -3,6 +3,8 @@
 //! this node never reports (NFS, AFS, CIFS/SMB, Ceph, Lustre, GlusterFS and
 //! other FUSE filesystems).
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 /// What statfs says about the filesystem holding a path.

@@ -3,6 +3,8 @@
 //! The level comes from `CSYNC2_WATCH_LOG` (an `EnvFilter` directive),
 //! default `info`.
 
+#![forbid(unsafe_code)]
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;

@@ -28,6 +28,8 @@
 //! Pure: no I/O. Paths given here are absolute and normalised (no `//`,
 //! no trailing `/`, no `.` or `..` components).
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 

@@ -8,6 +8,8 @@
 //! node that is in no group); [`Plan::analyze`] always returns what could
 //! be worked out, with every problem, for `check-config`.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};

@@ -12,6 +12,8 @@
 //! SSL (optional) and CONFIG as first commands.", csync2.c) and exits,
 //! before reading its configuration or touching its database.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};

@@ -8,6 +8,8 @@
 //! a full check. Full-check requests for subtrees are kept here too, so the
 //! daemon has one place to ask "what next?".
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

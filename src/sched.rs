@@ -7,6 +7,8 @@
 //! confirm the last updates; and when the next periodic full sync is due
 //! (jittered, so the nodes of a cluster do not all rescan at once).
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant, SystemTime};
 
 /// How a peer looks from here.

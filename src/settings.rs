@@ -13,6 +13,8 @@
 //! `check-config`, which shows all problems and the effective settings
 //! ([`Settings::to_toml`]).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -33,6 +33,8 @@
 //! Bounded: records evicted for room widen a global cover, which only ever
 //! makes decisions more cautious.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

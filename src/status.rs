@@ -4,6 +4,8 @@
 //! own (it holds no path names). Both are replaced atomically (write to a
 //! temporary file, fsync-free rename).
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,8 @@
 //! Layer: commands. May import the daemon, the adapters and the core;
 //! never [`crate::cli`], which imports the commands.
 
+#![forbid(unsafe_code)]
+
 pub mod check_config;
 pub mod demo;
 pub mod events;

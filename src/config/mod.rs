@@ -7,6 +7,8 @@
 //! Reading a configuration does no I/O except reading the config files
 //! (and `config` includes) and, in [`semantic`], the key files.
 
+#![forbid(unsafe_code)]
+
 pub mod lexer;
 pub mod parser;
 pub mod semantic;

@@ -51,6 +51,8 @@
 //! Layer: adapter (SQLite and the state directory). Imports the core
 //! ([`crate::vocab`], [`crate::statcache`]) only.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::DirBuilderExt;

@@ -4,6 +4,8 @@
 //! consumer (which drains). The reader wakes the consumer through a
 //! bounded(1) channel with `try_send`, so it never blocks on it.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 

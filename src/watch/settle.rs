@@ -85,7 +85,7 @@ impl<K: Hash + Eq + Clone> Settling<K> {
 
     /// The files due by `now`, no longer held.
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<K> {
-        if !self.next.is_some_and(|d| d <= now) {
+        if self.next.is_none_or(|d| d > now) {
             return Vec::new();
         }
         let mut due: Vec<K> = Vec::new();
