@@ -14,6 +14,8 @@
 //! * `{a,b}` has no meaning: braces and commas are literal;
 //! * [`Flags::LEADING_DIR`]: the pattern may match a leading part of the
 //!   string that is followed by `/`.
+//!
+//! Layer: core. Imports nothing from the crate.
 
 #![forbid(unsafe_code)]
 

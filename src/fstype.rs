@@ -2,6 +2,8 @@
 //! see, and which are shared with other machines whose writes inotify on
 //! this node never reports (NFS, AFS, CIFS/SMB, Ceph, Lustre, GlusterFS and
 //! other FUSE filesystems).
+//!
+//! Layer: adapter (statfs). Imports nothing from the crate.
 
 #![forbid(unsafe_code)]
 

@@ -7,6 +7,9 @@
 //! [`Plan::load`] fails on anything csync2 itself would refuse (and on a
 //! node that is in no group); [`Plan::analyze`] always returns what could
 //! be worked out, with every problem, for `check-config`.
+//!
+//! Layer: core. Imports the core only: [`crate::config`], [`crate::paths`],
+//! [`crate::confirm`], [`crate::vocab`], [`crate::exit`].
 
 #![forbid(unsafe_code)]
 

@@ -7,6 +7,8 @@
 //! that grows past the full-check threshold collapses into one request for
 //! a full check. Full-check requests for subtrees are kept here too, so the
 //! daemon has one place to ask "what next?".
+//!
+//! Layer: core. Imports [`crate::vocab`] only.
 
 #![forbid(unsafe_code)]
 

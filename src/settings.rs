@@ -12,6 +12,9 @@
 //! (errors out, logs warnings); [`Settings::check`] is for
 //! `check-config`, which shows all problems and the effective settings
 //! ([`Settings::to_toml`]).
+//!
+//! Layer: core (it reads the one file it is asked to). Imports
+//! [`crate::exit`] only.
 
 #![forbid(unsafe_code)]
 

@@ -32,6 +32,8 @@
 //!
 //! Bounded: records evicted for room widen a global cover, which only ever
 //! makes decisions more cautious.
+//!
+//! Layer: core. Imports nothing from the crate.
 
 #![forbid(unsafe_code)]
 

@@ -4,6 +4,9 @@
 //! with its lstat. Entries that vanish or cannot be read during the walk
 //! are left out (the caller compares with what it knows, and a vanished
 //! path is simply gone).
+//!
+//! Layer: adapter (reads the trees). Imports the core ([`crate::statcache`],
+//! [`crate::vocab`]) only.
 
 #![forbid(unsafe_code)]
 

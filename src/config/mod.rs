@@ -6,6 +6,8 @@
 //!
 //! Reading a configuration does no I/O except reading the config files
 //! (and `config` includes) and, in [`semantic`], the key files.
+//!
+//! Layer: core. Imports [`crate::fnmatch`] only.
 
 #![forbid(unsafe_code)]
 

@@ -10,6 +10,9 @@
 //! getopt stops at `--`, so a path starting with `-` is a path. Check and
 //! update runs add one `-v` so that csync2 names what it marks dirty and
 //! which file stays dirty; see `runner/parse.rs` for every message read.
+//!
+//! Layer: adapter (runs csync2). Imports nothing from the crate; the local
+//! server's supervisor ([`crate::server`]) imports it.
 
 pub(crate) mod parse;
 pub(crate) mod process;

@@ -125,7 +125,7 @@ impl Watcher {
     /// Switch to a new filter (after the configuration changed): the whole
     /// tree is re-walked, watches no longer wanted are dropped, new ones
     /// added, and every directory that became watched is reported as
-    /// [`ChangeKind::DirTree`]. Returns once done (or the thread is gone).
+    /// [`crate::vocab::ChangeKind::DirTree`]. Returns once done (or the thread is gone).
     pub fn reload(&self, filter: SharedFilter) {
         let (tx, rx) = bounded(1);
         if self.command(Cmd::Reload(filter, tx)) {
