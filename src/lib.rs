@@ -233,7 +233,9 @@ mod layers {
                 '\'' => {
                     // A char literal ('x', '\n', '\''), else a lifetime.
                     let end = if next == Some('\\') {
-                        (i + 2..c.len()).find(|&j| c[j] == '\'' && c[j - 1] != '\\' || j > i + 12)
+                        // '\n', '\'', '\\', '\x7f', '\u{..}': the first quote
+                        // after the escaped character ends it.
+                        (i + 3..c.len().min(i + 14)).find(|&j| c[j] == '\'')
                     } else if c.get(i + 2) == Some(&'\'') {
                         Some(i + 2)
                     } else {
@@ -611,6 +613,14 @@ mod layers {
              const C: char = '\"'; fn f<'a>(x: &'a str) -> &'a str { x } // crate::journal\n",
         )]);
         assert!(problems.is_empty(), "{problems:#?}");
+        // Code after tricky literals is still read.
+        let problems = check_made_up(&[(
+            "src/queue.rs",
+            "const E: char = '\\\\'; const Q: u8 = b'\\''; const U: char = '\\u{2F}';\n\
+             const S: &str = \"\\\"\"; fn g() { crate::watch::x(); }\n",
+        )]);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].starts_with("src/queue.rs:2: queue (core) imports watch"));
     }
 
     #[test]
