@@ -1,14 +1,31 @@
-//! The command line: clap definitions for every subcommand and the
-//! dispatcher that turns a command's outcome into an exit code. Errors are
-//! printed once, here, as `csync2-watch: {:#}`.
+//! The command line: the clap tree of subcommands (each command's own
+//! arguments live with the command, in [`crate::cmd`]), the dispatcher
+//! that turns a command's outcome into an exit code, and the man pages and
+//! completions generated from the tree ([`docs`]). Errors are printed
+//! once, here, as `csync2-watch: {:#}`.
+//!
+//! Layer: command line, the top. May import anything below; nothing below
+//! imports it.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+#![forbid(unsafe_code)]
+
+pub mod docs;
+
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cmd::check_config::CheckConfigArgs;
+use crate::cmd::events::EventsArgs;
+use crate::cmd::matching::MatchArgs;
+use crate::cmd::reload::ReloadArgs;
+use crate::cmd::run::RunArgs;
+use crate::cmd::status::StatusArgs;
+use crate::cmd::sync::SyncArgs;
+use crate::cmd::sysctl::SysctlArgs;
+use crate::cmd::watch::WatchArgs;
 use crate::exit;
+use docs::GenerateArgs;
 
 /// Keeps a csync2 cluster identical within a second of any change.
 #[derive(Debug, Parser)]
@@ -58,183 +75,9 @@ pub enum Command {
     Generate(GenerateArgs),
 }
 
-/// The csync2 options that select the configuration and this node's
-/// identity, spelled as csync2 spells them.
-#[derive(Debug, Clone, Default, Args)]
-pub struct Csync2Opts {
-    /// Use csync2_NAME.cfg (and csync2's DB for that name), as `csync2 -C NAME`.
-    #[arg(short = 'C', value_name = "NAME")]
-    pub cfg_name: Option<String>,
-    /// This node's name, as `csync2 -N NAME` (default: hostname, lowercased).
-    #[arg(short = 'N', value_name = "NAME")]
-    pub node: Option<String>,
-}
-
-/// csync2 options that only matter to commands that run csync2.
-#[derive(Debug, Clone, Default, Args)]
-pub struct Csync2RunOpts {
-    /// csync2's database directory or URL, as `csync2 -D`.
-    #[arg(short = 'D', value_name = "DIR|URL")]
-    pub database: Option<OsString>,
-    /// csync2's TCP port, as `csync2 -p`.
-    #[arg(short = 'p', value_name = "PORT")]
-    pub port: Option<u16>,
-}
-
-/// Where csync2-watch's own settings and state live.
-#[derive(Debug, Clone, Default, Args)]
-pub struct WatchOpts {
-    /// csync2-watch settings file [default: /etc/csync2-watch/csync2-watch.toml].
-    #[arg(long = "config", value_name = "FILE")]
-    pub settings: Option<PathBuf>,
-    /// Directory for the journal and status (private: 0700)
-    /// [default: /var/lib/csync2-watch/NODE[_CFGNAME]].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    #[command(flatten)]
-    pub csync2_run: Csync2RunOpts,
-    #[command(flatten)]
-    pub watch: WatchOpts,
-    /// Override one setting of the settings file, e.g. `--set quiet_period=500ms`
-    /// (repeatable; kept across SIGHUP reloads).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct CheckConfigArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    #[command(flatten)]
-    pub watch: WatchOpts,
-    /// Print the plan and the problems as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Validate the settings as `run --set KEY=VALUE` would see them.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct MatchArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    /// Also print the deciding pattern with its FILE:LINE.
-    #[arg(short = 'v', long = "verbose")]
-    pub verbose: bool,
-    /// Read the paths from standard input, one a record.
-    #[arg(long)]
-    pub stdin: bool,
-    /// Input and output records are NUL-terminated instead of newline-terminated.
-    #[arg(short = 'z')]
-    pub nul: bool,
-    /// Paths to decide.
-    #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    /// NUL-terminate records instead of newline-terminating them.
-    #[arg(short = '0')]
-    pub nul: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SyncArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    #[command(flatten)]
-    pub watch: WatchOpts,
-    /// Run a full check of every tree and update every peer.
-    #[arg(long)]
-    pub full: bool,
-    /// Paths to queue for checking (default: flush what is pending).
-    #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct EventsArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    #[command(flatten)]
-    pub watch: WatchOpts,
-    /// Print only events with a transaction id greater than TXID.
-    #[arg(long, value_name = "TXID", default_value_t = 0)]
-    pub since: u64,
-    /// Keep printing new events as they are journaled.
-    #[arg(short = 'f', long)]
-    pub follow: bool,
-    /// NUL-terminate records instead of newline-terminating them.
-    #[arg(short = '0')]
-    pub nul: bool,
-    /// One JSON object a line.
-    #[arg(long, conflicts_with = "nul")]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    #[command(flatten)]
-    pub watch: WatchOpts,
-    /// Print the status as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ReloadArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    #[command(flatten)]
-    pub watch: WatchOpts,
-    /// Signal this process (it must be a `csync2-watch run`) instead of the one
-    /// named by the status file.
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-}
-
-/// What `generate` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GenerateWhat {
-    /// csync2-watch.8 and csync2-watch.toml.5 (roff, uncompressed).
-    Man,
-    /// csync2-watch.bash, _csync2-watch (zsh) and csync2-watch.fish.
-    Completions,
-}
-
-#[derive(Debug, Args)]
-pub struct GenerateArgs {
-    /// What to write.
-    #[arg(value_enum)]
-    pub what: GenerateWhat,
-    /// Directory to write into (created if missing).
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct SysctlArgs {
-    #[command(flatten)]
-    pub csync2: Csync2Opts,
-    /// Write /etc/sysctl.d/60-csync2-watch.conf sized for this node (it replaces
-    /// the packaged default /usr/lib/sysctl.d/60-csync2-watch.conf) and apply it,
-    /// never lowering a limit.
-    #[arg(long)]
-    pub write: bool,
-}
-
+/// `demo`'s arguments. They stay here, and `cmd/demo.rs` imports them
+/// from here (the one arrow that runs up), until the demo moves into the
+/// testbed's own crate.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Number of nodes.
@@ -288,6 +131,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Reload(args) => cmd::reload::run(args),
         Command::Sysctl(args) => cmd::sysctl::run(args),
         Command::Demo(args) => cmd::demo::run(args),
-        Command::Generate(args) => cmd::generate::run(args),
+        Command::Generate(args) => docs::generate(args),
     }
 }

@@ -30,6 +30,8 @@
 //! `-M`): a path whose current stat gives exactly the check text csync2
 //! recorded, and that is dirty towards no peer, is what the peers hold
 //! ([`checktxt`] rebuilds csync2's check text from a stat).
+//!
+//! Layer: core. Imports [`crate::statcache`] only.
 
 #![forbid(unsafe_code)]
 

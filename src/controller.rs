@@ -19,8 +19,8 @@
 //! * the quiet period: no local csync2 client while the local server
 //!   serves, nor for `quiet_period` after.
 //!
-//! It imports only the core: the batch queue, the scheduler and the change
-//! vocabulary.
+//! Layer: core. It imports only the core: the batch queue, the scheduler
+//! and the change vocabulary.
 
 #![forbid(unsafe_code)]
 
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::queue::{Batch, BatchQueue, FullRequest};
 use crate::sched::{Backoff, Scheduler};
-use crate::watch::ChangeKind;
+use crate::vocab::ChangeKind;
 
 /// The settings the controller decides with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,9 @@
 //! Exit codes shared by every subcommand, and the error type that carries
 //! one out of a command.
+//!
+//! Layer: core. Imports nothing from the crate.
+
+#![forbid(unsafe_code)]
 
 /// Success.
 pub const OK: u8 = 0;

@@ -14,6 +14,10 @@
 //! * `{a,b}` has no meaning: braces and commas are literal;
 //! * [`Flags::LEADING_DIR`]: the pattern may match a leading part of the
 //!   string that is followed by `/`.
+//!
+//! Layer: core. Imports nothing from the crate.
+
+#![forbid(unsafe_code)]
 
 /// Flags, the subset of glibc's that csync2 uses (values as in glibc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]

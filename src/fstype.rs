@@ -2,6 +2,10 @@
 //! see, and which are shared with other machines whose writes inotify on
 //! this node never reports (NFS, AFS, CIFS/SMB, Ceph, Lustre, GlusterFS and
 //! other FUSE filesystems).
+//!
+//! Layer: adapter (statfs). Imports nothing from the crate.
+
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 
@@ -58,6 +62,31 @@ pub fn network_fs_name(magic: i64) -> Option<&'static str> {
         .iter()
         .find(|(m, _)| *m == magic)
         .map(|(_, name)| *name)
+}
+
+/// A name for a statfs magic number.
+pub fn fs_type_name(magic: i64) -> String {
+    if let Some(n) = network_fs_name(magic) {
+        return n.to_string();
+    }
+    let name = match magic {
+        0xEF53 => "ext2/3/4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlayfs",
+        0x2FC1_2FC1 => "zfs",
+        0xF2F5_2010 => "f2fs",
+        0x3153_464A => "jfs",
+        0x5265_4973 => "reiserfs",
+        0x4d44 => "vfat",
+        0x2011_BAB0 => "exfat",
+        0x5346_544e => "ntfs",
+        0x6165_6673 => "bcachefs",
+        0x858458f6 => "ramfs",
+        _ => return format!("{magic:#x}"),
+    };
+    name.to_string()
 }
 
 #[cfg(test)]

@@ -2,6 +2,11 @@
 //! `JOURNAL_STREAM` variable says stderr is the journal), else to stderr.
 //! The level comes from `CSYNC2_WATCH_LOG` (an `EnvFilter` directive),
 //! default `info`.
+//!
+//! Layer: adapter (stderr, the systemd journal). Imports nothing from the
+//! crate.
+
+#![forbid(unsafe_code)]
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;

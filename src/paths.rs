@@ -27,6 +27,10 @@
 //!
 //! Pure: no I/O. Paths given here are absolute and normalised (no `//`,
 //! no trailing `/`, no `.` or `..` components).
+//!
+//! Layer: core. Imports [`crate::config`] and [`crate::fnmatch`].
+
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::path::{Path, PathBuf};

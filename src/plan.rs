@@ -2,11 +2,16 @@
 //! it: the node's identity (`-N`, else gethostname lowercased), the groups
 //! active on it, each group's peers with the identity csync2 uses for them,
 //! `%prefix%` paths for this host, the roots to watch, and the path
-//! decisions ([`crate::paths`]) behind [`crate::watch::TreeFilter`].
+//! decisions ([`crate::paths`]) behind [`crate::vocab::TreeFilter`].
 //!
 //! [`Plan::load`] fails on anything csync2 itself would refuse (and on a
 //! node that is in no group); [`Plan::analyze`] always returns what could
 //! be worked out, with every problem, for `check-config`.
+//!
+//! Layer: core. Imports the core only: [`crate::config`], [`crate::paths`],
+//! [`crate::confirm`], [`crate::vocab`], [`crate::exit`].
+
+#![forbid(unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -14,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::semantic::{self, GroupHost, Resolved};
 use crate::config::{Config, Diagnostic, PatternKind, Severity, Span};
+use crate::exit::Exit;
 use crate::paths::{Decision, Origin, PrefixPath, Rule, RuleGroup, Rules};
-use crate::watch::TreeFilter;
+use crate::vocab::TreeFilter;
 
 /// csync2's default database directory (Debian's build).
 pub const CSYNC2_DBDIR: &str = "/var/lib/csync2";
@@ -33,14 +39,15 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    /// From the command line's `-C`/`-N` and the environment.
-    pub fn from_cli(opts: &crate::cli::Csync2Opts) -> LoadOptions {
+    /// What csync2 itself would use with `-C cfg_name` and `-N node`: the
+    /// system directory from `$CSYNC2_SYSTEM_DIR`, else `/etc`.
+    pub fn new(cfg_name: Option<String>, node: Option<String>) -> LoadOptions {
         LoadOptions {
             system_dir: std::env::var_os("CSYNC2_SYSTEM_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/etc")),
-            cfg_name: opts.cfg_name.clone(),
-            node: opts.node.clone(),
+            cfg_name,
+            node,
         }
     }
 
@@ -119,6 +126,25 @@ pub struct Peer {
 #[error("csync2 configuration is unusable")]
 pub struct LoadError {
     pub diagnostics: Vec<String>,
+}
+
+impl LoadError {
+    /// The one way a command reports an unusable csync2.cfg: every
+    /// problem on a line of its own, then a last line that says so, as a
+    /// configuration error (exit code [`crate::exit::CONFIG`]).
+    pub fn into_exit(self) -> Exit {
+        let mut msg = String::new();
+        for d in &self.diagnostics {
+            msg.push_str(d);
+            msg.push('\n');
+        }
+        if self.diagnostics.is_empty() {
+            msg.push_str(&format!("csync2-watch: {self}"));
+        } else {
+            msg.push_str(&format!("csync2-watch: {self}; fix the errors above"));
+        }
+        Exit::config(msg)
+    }
 }
 
 /// A pattern of a group, for display.
@@ -804,5 +830,26 @@ mod tests {
         assert!(is_at_or_below(b"/a/b", b"/a"));
         assert!(!is_at_or_below(b"/ab", b"/a"));
         assert!(is_at_or_below(b"/a", b"/"));
+    }
+
+    #[test]
+    fn a_load_error_lists_every_problem_then_says_so() {
+        let e = LoadError {
+            diagnostics: vec!["a.cfg:1:1: one".into(), "a.cfg:2:1: two".into()],
+        };
+        let exit = e.into_exit();
+        assert_eq!(exit.code, crate::exit::CONFIG);
+        assert_eq!(
+            exit.message,
+            "a.cfg:1:1: one\na.cfg:2:1: two\n\
+             csync2-watch: csync2 configuration is unusable; fix the errors above"
+        );
+        let none = LoadError {
+            diagnostics: Vec::new(),
+        };
+        assert_eq!(
+            none.into_exit().message,
+            "csync2-watch: csync2 configuration is unusable"
+        );
     }
 }

@@ -11,6 +11,10 @@
 //! command; the peer's per-connection child answers at once ("Expecting
 //! SSL (optional) and CONFIG as first commands.", csync2.c) and exits,
 //! before reading its configuration or touching its database.
+//!
+//! Layer: adapter (TCP). Imports nothing from the crate.
+
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};

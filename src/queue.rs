@@ -7,13 +7,17 @@
 //! that grows past the full-check threshold collapses into one request for
 //! a full check. Full-check requests for subtrees are kept here too, so the
 //! daemon has one place to ask "what next?".
+//!
+//! Layer: core. Imports [`crate::vocab`] only.
+
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::watch::ChangeKind;
+use crate::vocab::ChangeKind;
 
 /// One queued path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,10 @@
 //! so a returning peer is caught up quickly); whether `csync2 -M` should
 //! confirm the last updates; and when the next periodic full sync is due
 //! (jittered, so the nodes of a cluster do not all rescan at once).
+//!
+//! Layer: core. Imports nothing from the crate.
+
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant, SystemTime};
 

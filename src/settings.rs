@@ -12,6 +12,11 @@
 //! (errors out, logs warnings); [`Settings::check`] is for
 //! `check-config`, which shows all problems and the effective settings
 //! ([`Settings::to_toml`]).
+//!
+//! Layer: core (it reads the one file it is asked to). Imports
+//! [`crate::exit`] only.
+
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -454,11 +459,22 @@ impl Settings {
     /// means defaults; a missing explicit file is an error). Every error
     /// is reported at once; warnings are logged.
     pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_with_overrides(path, &[])
+    }
+
+    /// [`Settings::load`] with `run --set KEY=VALUE` overrides applied on
+    /// top of the file: what the daemon starts with and re-reads on
+    /// SIGHUP. Warnings about the file are logged; every error is
+    /// reported at once.
+    pub fn load_with_overrides(
+        path: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<Settings, SettingsError> {
         let checked = Self::check(path)?;
         for w in &checked.warnings {
             tracing::warn!("{w}");
         }
-        checked.into_result()
+        checked.with_overrides(overrides).into_result()
     }
 
     /// Validate without failing on the first problem: read `path` (or

@@ -32,6 +32,10 @@
 //!
 //! Bounded: records evicted for room widen a global cover, which only ever
 //! makes decisions more cautious.
+//!
+//! Layer: core. Imports nothing from the crate.
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;

@@ -3,6 +3,11 @@
 //! textfile for node_exporter's textfile collector in a directory of its
 //! own (it holds no path names). Both are replaced atomically (write to a
 //! temporary file, fsync-free rename).
+//!
+//! Layer: adapter (the state directory, the metrics directory). Imports
+//! nothing from the crate.
+
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::io::Write as _;

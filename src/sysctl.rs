@@ -1,13 +1,22 @@
-//! Sizing inotify's kernel limits for csync2's trees (`csync2-watch
-//! sysctl`): counts the directories the daemon will watch (walking from
-//! `/` exactly where the watcher and `csync2 -cr /` go), measures what
-//! other programs of the same user already hold, recommends
-//! `fs.inotify.*` values, renders them as a sysctl.d file, writes that
-//! file atomically and applies the values through `/proc/sys` without ever
-//! lowering one.
+//! inotify's kernel limits, the one place that reads them and counts the
+//! directories csync2's trees need watched. For `csync2-watch sysctl`:
+//! counts the directories the daemon will watch (walking from `/` exactly
+//! where the watcher and `csync2 -cr /` go), measures what other programs
+//! of the same user already hold, recommends `fs.inotify.*` values,
+//! renders them as a sysctl.d file, writes that file atomically and
+//! applies the values through `/proc/sys` without ever lowering one. For
+//! the watcher ([`crate::watch`]): this process's limits
+//! ([`InotifyLimits`]), the one clear message when the watch limit is
+//! reached ([`limit_message`]), and the advice for an `inotify_init1`
+//! failure ([`init_hint`]).
 //!
 //! Every filesystem location is injectable ([`SysctlPaths`], the walk's
 //! start, the `/proc` root) so tests never touch the machine's limits.
+//!
+//! Layer: adapter (reads `/proc` and the trees, writes `/proc/sys` and
+//! sysctl.d). Imports the core ([`crate::vocab`]) only.
+
+#![forbid(unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
@@ -16,8 +25,9 @@ use std::io::{self, Write as _};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::watch::TreeFilter;
+use crate::vocab::TreeFilter;
 
 /// Where `--write` puts the sysctl.d drop-in.
 pub const SYSCTL_D_FILE: &str = "/etc/sysctl.d/60-csync2-watch.conf";
@@ -26,6 +36,8 @@ pub const SYSCTL_D_FILE: &str = "/etc/sysctl.d/60-csync2-watch.conf";
 pub const PACKAGED_SYSCTL_D_FILE: &str = "/usr/lib/sysctl.d/60-csync2-watch.conf";
 /// Where the running kernel's inotify limits live.
 pub const PROC_INOTIFY_DIR: &str = "/proc/sys/fs/inotify";
+/// The watch limit of this process's user namespace.
+pub const PROC_USERNS_WATCHES: &str = "/proc/sys/user/max_inotify_watches";
 
 /// Lowest recommended `max_user_watches`.
 pub const WATCHES_FLOOR: u64 = 65_536;
@@ -238,6 +250,21 @@ pub fn count_watched_dirs(filter: &dyn TreeFilter, start: &Path, roots: &[PathBu
     count
 }
 
+/// How many directories (hence inotify watches) watching every tree of
+/// `filter` takes right now, counting from `/` like the watcher. Fails
+/// only when `/` itself cannot be listed.
+pub fn dirs_to_watch(filter: &dyn TreeFilter) -> io::Result<usize> {
+    let root = Path::new("/");
+    if !filter.descend(root) {
+        return Ok(0);
+    }
+    let mut count = count_watched_dirs(filter, root, &[]);
+    match count.errors.iter().position(|(p, _)| p == root) {
+        Some(i) => Err(count.errors.swap_remove(i).1),
+        None => Ok(count.total as usize),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // What others hold
 
@@ -423,6 +450,82 @@ fn read_one(path: &Path) -> Result<u64, SysctlError> {
             path: path.to_path_buf(),
             text: trimmed.to_string(),
         }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The watcher's view
+
+/// inotify limits of this process, from /proc/sys (`None`: unreadable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InotifyLimits {
+    /// `fs.inotify.max_user_watches` (the initial user namespace's limit).
+    pub max_user_watches: Option<u64>,
+    /// `user.max_inotify_watches` of this process's user namespace (equal
+    /// to the above outside containers; may be lower inside one).
+    pub userns_max_watches: Option<u64>,
+    /// `fs.inotify.max_user_instances`.
+    pub max_user_instances: Option<u64>,
+    /// `fs.inotify.max_queued_events`.
+    pub max_queued_events: Option<u64>,
+}
+
+impl InotifyLimits {
+    /// This machine's limits ([`PROC_INOTIFY_DIR`], [`PROC_USERNS_WATCHES`]).
+    pub fn read() -> InotifyLimits {
+        let inotify = Path::new(PROC_INOTIFY_DIR);
+        let one = |limit: Limit| read_one(&inotify.join(limit.file_name())).ok();
+        InotifyLimits {
+            max_user_watches: one(Limit::MaxUserWatches),
+            userns_max_watches: read_one(Path::new(PROC_USERNS_WATCHES)).ok(),
+            max_user_instances: one(Limit::MaxUserInstances),
+            max_queued_events: one(Limit::MaxQueuedEvents),
+        }
+    }
+}
+
+/// The error-level line the watcher logs once when the watch limit is
+/// reached: how many directories it watches, about how many it needs, the
+/// sysctl to raise and the command that does it.
+pub fn limit_message(
+    watched: usize,
+    needed: usize,
+    unwatched_subtrees: usize,
+    interval: Duration,
+) -> String {
+    let limits = InotifyLimits::read();
+    let now = match limits.max_user_watches {
+        Some(v) => v.to_string(),
+        None => "unknown".to_string(),
+    };
+    let userns = match (limits.userns_max_watches, limits.max_user_watches) {
+        (Some(u), Some(g)) if u < g => {
+            format!(" and user.max_inotify_watches of this user namespace (now {u})")
+        }
+        _ => String::new(),
+    };
+    format!(
+        "inotify watch limit reached: watching {watched} directories, about {needed} needed; \
+         raise fs.inotify.max_user_watches (now {now}){userns} with `csync2-watch sysctl --write`; \
+         until then {unwatched_subtrees} unwatched subtree(s) get a full check every {}",
+        humantime::format_duration(interval)
+    )
+}
+
+/// Extra advice for an `inotify_init1` failure.
+pub fn init_hint(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::EMFILE) => {
+            let now = InotifyLimits::read()
+                .max_user_instances
+                .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+            format!(
+                " (too many inotify instances for this user: raise fs.inotify.max_user_instances, \
+                 now {now}, with `csync2-watch sysctl --write`, or stop other inotify users)"
+            )
+        }
+        Some(libc::ENFILE) => " (the system is out of file descriptors)".to_string(),
+        _ => String::new(),
     }
 }
 
@@ -778,6 +881,16 @@ mod tests {
         ));
         assert!(!is_daemon_for(&args(&["inotifywait", "run"]), None));
         assert!(!is_daemon_for(&[], None));
+    }
+
+    #[test]
+    fn limit_message_names_the_sysctl_the_count_and_the_fix() {
+        let m = limit_message(10, 1234, 3, Duration::from_secs(300));
+        assert!(m.contains("fs.inotify.max_user_watches"), "{m}");
+        assert!(m.contains("watching 10 directories"), "{m}");
+        assert!(m.contains("about 1234 needed"), "{m}");
+        assert!(m.contains("csync2-watch sysctl --write"), "{m}");
+        assert!(m.contains("every 5m"), "{m}");
     }
 
     #[test]

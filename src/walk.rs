@@ -4,13 +4,16 @@
 //! with its lstat. Entries that vanish or cannot be read during the walk
 //! are left out (the caller compares with what it knows, and a vanished
 //! path is simply gone).
+//!
+//! Layer: adapter (reads the trees). Imports the core ([`crate::statcache`],
+//! [`crate::vocab`]) only.
 
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 
 use crate::statcache::Snapshot;
-use crate::watch::TreeFilter;
+use crate::vocab::TreeFilter;
 
 /// Every synced path at or below `scope` (`/`: every tree), with its
 /// lstat, handed to `each`. `roots` are the watched roots of the plan.

@@ -31,20 +31,34 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::cli::CheckConfigArgs;
-use crate::config::checks::{self, Checks};
+use super::{Csync2Opts, WatchOpts};
 use crate::config::PatternKind;
 use crate::exit::{self, Exit};
-use crate::plan::{LoadOptions, NodeSource, Plan};
+use crate::fscheck::{self, Checks};
+use crate::plan::{NodeSource, Plan};
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Print the plan and the problems as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Validate the settings as `run --set KEY=VALUE` would see them.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
 
 pub fn run(args: CheckConfigArgs) -> anyhow::Result<u8> {
-    let opts = LoadOptions::from_cli(&args.csync2);
+    let opts = args.csync2.load_options();
     let analysis = Plan::analyze(&opts);
     let plan = &analysis.plan;
     let mut errors = analysis.errors.clone();
     let mut warnings = plan.warnings().to_vec();
     let fs = if errors.is_empty() || !plan.roots().is_empty() {
-        checks::run(plan)
+        fscheck::run(plan)
     } else {
         Checks::default()
     };

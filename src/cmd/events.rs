@@ -37,9 +37,29 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context;
 use base64::Engine;
 
-use crate::cli::EventsArgs;
+use super::{Csync2Opts, WatchOpts};
 use crate::exit;
 use crate::journal::{default_state_dir, Event, EventKind, Journal};
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Print only events with a transaction id greater than TXID.
+    #[arg(long, value_name = "TXID", default_value_t = 0)]
+    pub since: u64,
+    /// Keep printing new events as they are journaled.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// NUL-terminate records instead of newline-terminating them.
+    #[arg(short = '0')]
+    pub nul: bool,
+    /// One JSON object a line.
+    #[arg(long, conflicts_with = "nul")]
+    pub json: bool,
+}
 
 /// How often `--follow` looks for new entries.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);

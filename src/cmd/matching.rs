@@ -23,17 +23,31 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::cli::MatchArgs;
-use crate::exit::{self, Exit};
-use crate::plan::{LoadOptions, Plan};
+use super::Csync2Opts;
+use crate::exit;
+use crate::plan::{LoadError, Plan};
+
+#[derive(Debug, clap::Args)]
+pub struct MatchArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    /// Also print the deciding pattern with its FILE:LINE.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Read the paths from standard input, one a record.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Input and output records are NUL-terminated instead of newline-terminated.
+    #[arg(short = 'z')]
+    pub nul: bool,
+    /// Paths to decide.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
 
 pub fn run(args: MatchArgs) -> anyhow::Result<u8> {
-    let opts = LoadOptions::from_cli(&args.csync2);
-    let plan = Plan::load(&opts).map_err(|e| {
-        let mut msg = e.diagnostics.join("\n");
-        msg.push_str("\ncsync2-watch: csync2's configuration is unusable; fix the errors above");
-        Exit::config(msg)
-    })?;
+    let opts = args.csync2.load_options();
+    let plan = Plan::load(&opts).map_err(LoadError::into_exit)?;
     if args.paths.is_empty() && !args.stdin {
         anyhow::bail!("no PATH given (pass paths, or --stdin to read them)");
     }

@@ -18,8 +18,20 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::cli::ReloadArgs;
+use super::{Csync2Opts, WatchOpts};
 use crate::exit::{self, Exit};
+
+#[derive(Debug, clap::Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Signal this process (it must be a `csync2-watch run`) instead of the one
+    /// named by the status file.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+}
 
 pub fn run(args: ReloadArgs) -> anyhow::Result<u8> {
     let pid = match args.pid {

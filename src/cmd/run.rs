@@ -1,17 +1,30 @@
 //! `csync2-watch run`: resolve the command line and the settings file into
 //! daemon options and run the daemon until SIGTERM.
 
-use crate::cli::RunArgs;
+use super::{Csync2Opts, Csync2RunOpts, WatchOpts};
 use crate::daemon::{self, Options};
-use crate::exit::{self, Exit};
-use crate::plan::LoadOptions;
+use crate::exit;
 use crate::runner::Csync2;
-use crate::settings::Settings;
-use std::path::Path;
+use crate::settings::{Settings, SettingsError};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub csync2_run: Csync2RunOpts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Override one setting of the settings file, e.g. `--set quiet_period=500ms`
+    /// (repeatable; kept across SIGHUP reloads).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     crate::logging::init("info");
-    let settings = load_settings(args.watch.settings.as_deref(), &args.overrides)?;
+    let settings = Settings::load_with_overrides(args.watch.settings.as_deref(), &args.overrides)
+        .map_err(SettingsError::into_exit)?;
     let csync2 = Csync2 {
         program: settings.csync2.clone(),
         node: args.csync2.node.clone(),
@@ -22,7 +35,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         system_dir: None,
     };
     daemon::run(Options {
-        load: LoadOptions::from_cli(&args.csync2),
+        load: args.csync2.load_options(),
         csync2,
         settings,
         settings_path: args.watch.settings.clone(),
@@ -30,16 +43,4 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         state_dir: args.watch.state_dir.clone(),
     })?;
     Ok(exit::OK)
-}
-
-/// The settings file with `--set` overrides; problems are a config error.
-pub fn load_settings(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Settings> {
-    let checked = Settings::check(path).map_err(|e| Exit::config(format!("{e}\n")))?;
-    for w in &checked.warnings {
-        tracing::warn!("{w}");
-    }
-    checked
-        .with_overrides(overrides)
-        .into_result()
-        .map_err(|e| Exit::config(format!("{e}\n")).into())
 }

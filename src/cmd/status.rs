@@ -4,10 +4,21 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::cli::{Csync2Opts, StatusArgs, WatchOpts};
+use super::{Csync2Opts, WatchOpts};
 use crate::exit;
 use crate::queue::display_bytes;
 use crate::status::{unix_now, Status};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// The state directory the daemon for these options uses, without reading
 /// csync2.cfg: `--state-dir`, else `/var/lib/csync2-watch/NODE[_CFG]` with

@@ -7,9 +7,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::cli::SyncArgs;
+use super::{Csync2Opts, WatchOpts};
 use crate::exit;
 use crate::journal::{Journal, Request};
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    #[command(flatten)]
+    pub watch: WatchOpts,
+    /// Run a full check of every tree and update every peer.
+    #[arg(long)]
+    pub full: bool,
+    /// Paths to queue for checking (default: flush what is pending).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
 
 pub fn run(args: SyncArgs) -> anyhow::Result<u8> {
     let status = super::status::read(&args.csync2, &args.watch)?;

@@ -8,21 +8,26 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::SysctlArgs;
-use crate::exit::{self, Exit};
-use crate::plan::{LoadOptions, Plan};
+use super::Csync2Opts;
+use crate::exit;
+use crate::plan::{LoadError, Plan};
 use crate::sysctl::{self, Report, SysctlPaths, Usage};
+
+#[derive(Debug, clap::Args)]
+pub struct SysctlArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    /// Write /etc/sysctl.d/60-csync2-watch.conf sized for this node (it replaces
+    /// the packaged default /usr/lib/sysctl.d/60-csync2-watch.conf) and apply it,
+    /// never lowering a limit.
+    #[arg(long)]
+    pub write: bool,
+}
 
 pub fn run(args: SysctlArgs) -> anyhow::Result<u8> {
     crate::logging::init("warn");
-    let opts = LoadOptions::from_cli(&args.csync2);
-    let plan = Plan::load(&opts).map_err(|e| {
-        let mut msg = e.diagnostics.join("\n");
-        if msg.is_empty() {
-            msg = format!("csync2-watch: {e}");
-        }
-        Exit::config(msg)
-    })?;
+    let opts = args.csync2.load_options();
+    let plan = Plan::load(&opts).map_err(LoadError::into_exit)?;
 
     let dirs = sysctl::count_watched_dirs(&plan, Path::new("/"), plan.roots());
     let euid = nix::unistd::geteuid().as_raw();

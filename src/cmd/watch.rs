@@ -21,15 +21,23 @@ use crossbeam_channel::{bounded, select};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::cli::WatchArgs;
-use crate::exit::{self, Exit};
-use crate::plan::{LoadOptions, Plan};
+use super::Csync2Opts;
+use crate::exit;
+use crate::plan::{LoadError, Plan};
 use crate::watch::{Drained, FullCheck, WatchOptions, Watcher};
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub csync2: Csync2Opts,
+    /// NUL-terminate records instead of newline-terminating them.
+    #[arg(short = '0')]
+    pub nul: bool,
+}
 
 pub fn run(args: WatchArgs) -> anyhow::Result<u8> {
     crate::logging::init("info");
-    let plan = Plan::load(&LoadOptions::from_cli(&args.csync2))
-        .map_err(|e| Exit::config(e.diagnostics.join("\n")))?;
+    let plan = Plan::load(&args.csync2.load_options()).map_err(LoadError::into_exit)?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
     let (sig_tx, sig_rx) = bounded::<()>(1);

@@ -1,13 +1,16 @@
 //! csync2.cfg, read exactly as csync2 2.0 reads it: the lexer
 //! ([`lexer`]), the parser into a syntax tree that keeps every position
-//! ([`parser`]), csync2's own semantic checks that need no filesystem
-//! beyond key files ([`semantic`]), and the filesystem checks behind
-//! `check-config` ([`checks`]).
+//! ([`parser`]), and csync2's own semantic checks that need no filesystem
+//! beyond key files ([`semantic`]). The filesystem checks behind
+//! `check-config` are an adapter of their own, [`crate::fscheck`].
 //!
 //! Reading a configuration does no I/O except reading the config files
 //! (and `config` includes) and, in [`semantic`], the key files.
+//!
+//! Layer: core. Imports [`crate::fnmatch`] only.
 
-pub mod checks;
+#![forbid(unsafe_code)]
+
 pub mod lexer;
 pub mod parser;
 pub mod semantic;

@@ -313,7 +313,7 @@ impl Daemon {
                 );
             }
         }
-        match crate::cmd::run::load_settings(
+        match crate::settings::Settings::load_with_overrides(
             self.opts.settings_path.as_deref(),
             &self.opts.overrides,
         ) {

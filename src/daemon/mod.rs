@@ -13,6 +13,9 @@
 //! what the last stop left in doubt (interrupted csync2 runs, journaled
 //! changes; see [`crate::confirm`]) and run a full check, so no change made
 //! while the daemon was down, or lost in a crash, is missed.
+//!
+//! Layer: daemon. Imports the adapters and the core (the decisions are
+//! the [`crate::controller`]'s; this module carries them out).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, ToSocketAddrs};
@@ -226,14 +229,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
 /// Load csync2.cfg, turning problems into a configuration error.
 pub fn load_plan(load: &LoadOptions) -> anyhow::Result<Plan> {
-    Plan::load(load).map_err(|e| {
-        let mut msg = String::new();
-        for d in &e.diagnostics {
-            msg.push_str(d);
-            msg.push('\n');
-        }
-        anyhow::Error::new(crate::exit::Exit::config(msg))
-    })
+    Plan::load(load).map_err(|e| anyhow::Error::new(e.into_exit()))
 }
 
 /// The state directory holds every changed path name: root's alone

@@ -35,10 +35,23 @@
 //!   recursive)`: every csync2 client run that can change csync2's
 //!   database (check, mark, update), written before it starts and removed
 //!   when it has finished. What is left after a crash is what was
-//!   interrupted (see [`runs`]).
+//!   interrupted (see `runs.rs`).
 //! * `confirmed(path BLOB PRIMARY KEY, dev, ino, mode, uid, gid, size,
 //!   rdev, mtime_ns, ctime_ns)`: the stat each path had when the peers were
 //!   last confirmed to hold it (see [`crate::confirm`]).
+//!
+//! The parts: opening the file, setting a damaged one aside, the small
+//! key/value state and the helpers the others share (here); the schema,
+//! its migrations and the connection's settings (`schema.rs`); the queue
+//! (`queue.rs`); the change feed (`feed.rs`); `sync`'s requests
+//! (`requests.rs`); csync2 runs in flight and what the peers were
+//! confirmed to hold (`runs.rs`); the health flag beside the journal
+//! (`health.rs`).
+//!
+//! Layer: adapter (SQLite and the state directory). Imports the core
+//! ([`crate::vocab`], [`crate::statcache`]) only.
+
+#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -51,12 +64,18 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
-use crate::watch::ChangeKind;
-
+mod feed;
 mod health;
+mod queue;
+mod requests;
 mod runs;
+mod schema;
+pub use feed::{kind_word, Event, EventKind};
 pub use health::{HealthFlag, HEALTH_FILE};
+pub use queue::QueuedPath;
+pub use requests::Request;
 pub use runs::{RunMode, RunRecord, ScopeEntry};
+pub use schema::SCHEMA_VERSION;
 
 /// File name of the journal inside the state directory.
 pub const FILE_NAME: &str = "journal.db";
@@ -64,14 +83,8 @@ pub const FILE_NAME: &str = "journal.db";
 /// Parent of the default state directories.
 pub const STATE_ROOT: &str = "/var/lib/csync2-watch";
 
-/// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
-
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Meta key holding the highest txid removed by [`Journal::prune`].
-const META_PRUNED_THROUGH: &str = "feed.pruned_through";
 
 /// The default state directory for a node:
 /// `/var/lib/csync2-watch/<node>[_<cfg_name>]`, where `node` is `-N`
@@ -101,67 +114,6 @@ pub fn default_state_dir(node: Option<&str>, cfg_name: Option<&str>) -> PathBuf 
         name.insert(0, b'_');
     }
     Path::new(STATE_ROOT).join(OsString::from_vec(name))
-}
-
-/// A path waiting to be checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedPath {
-    pub path: PathBuf,
-    pub kind: ChangeKind,
-    /// Transaction id of the newest event that queued this path.
-    pub txid: u64,
-}
-
-/// One entry of the change feed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub txid: u64,
-    /// Milliseconds since the Unix epoch.
-    pub time_ms: i64,
-    pub what: EventKind,
-}
-
-/// What a feed entry records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
-    /// A path changed.
-    Change { path: PathBuf, kind: ChangeKind },
-    /// A full check was started (`scope` None: every tree).
-    FullCheck {
-        scope: Option<PathBuf>,
-        reason: String,
-    },
-}
-
-impl EventKind {
-    /// The word `csync2-watch events` prints for this entry: `entry`,
-    /// `dir-attrib`, `dir-tree` or `full-check`.
-    pub fn word(&self) -> &'static str {
-        match self {
-            EventKind::Change { kind, .. } => kind_word(*kind),
-            EventKind::FullCheck { .. } => "full-check",
-        }
-    }
-}
-
-/// The word for a change kind: `entry`, `dir-attrib` or `dir-tree`.
-pub fn kind_word(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Entry => "entry",
-        ChangeKind::DirAttrib => "dir-attrib",
-        ChangeKind::DirTree => "dir-tree",
-    }
-}
-
-/// A request left by `csync2-watch sync` for the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// Check these paths now.
-    Paths(Vec<PathBuf>),
-    /// Run a full sync now.
-    Full,
-    /// Skip the batch delay and update every peer now.
-    Flush,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,91 +213,6 @@ fn not_found_message(path: &Path, state_dir_exists: bool) -> String {
         )
     }
 }
-
-const KIND_ENTRY: i64 = 1;
-const KIND_DIR_ATTRIB: i64 = 2;
-const KIND_DIR_TREE: i64 = 3;
-const KIND_FULL_CHECK: i64 = 4;
-
-const REQ_PATHS: i64 = 1;
-const REQ_FULL: i64 = 2;
-const REQ_FLUSH: i64 = 3;
-
-fn kind_code(kind: ChangeKind) -> i64 {
-    match kind {
-        ChangeKind::Entry => KIND_ENTRY,
-        ChangeKind::DirAttrib => KIND_DIR_ATTRIB,
-        ChangeKind::DirTree => KIND_DIR_TREE,
-    }
-}
-
-fn code_kind(code: i64) -> Option<ChangeKind> {
-    match code {
-        KIND_ENTRY => Some(ChangeKind::Entry),
-        KIND_DIR_ATTRIB => Some(ChangeKind::DirAttrib),
-        KIND_DIR_TREE => Some(ChangeKind::DirTree),
-        _ => None,
-    }
-}
-
-/// Schema migrations: `MIGRATIONS[v]` takes a version-`v` file to `v + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: the first schema.
-    "CREATE TABLE feed (
-        txid    INTEGER PRIMARY KEY AUTOINCREMENT,
-        time_ms INTEGER NOT NULL,
-        kind    INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 4),
-        path    BLOB,
-        reason  TEXT
-    );
-    CREATE TABLE queue (
-        path BLOB PRIMARY KEY,
-        kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 3),
-        txid INTEGER NOT NULL
-    );
-    CREATE INDEX queue_by_txid ON queue (txid);
-    CREATE TABLE requests (
-        id   INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 3)
-    );
-    CREATE TABLE request_paths (
-        request_id INTEGER NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-        seq        INTEGER NOT NULL,
-        path       BLOB NOT NULL,
-        PRIMARY KEY (request_id, seq)
-    );
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );",
-    // 1 -> 2: csync2 runs in flight, and what the peers were confirmed to
-    // hold. An upgraded journal starts with an empty `confirmed` table,
-    // which the daemon fills from csync2's own database (see
-    // `crate::confirm`).
-    "CREATE TABLE runs (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,
-        mode       TEXT NOT NULL,
-        started_ms INTEGER NOT NULL
-    );
-    CREATE TABLE run_scope (
-        run_id    INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-        path      BLOB NOT NULL,
-        recursive INTEGER NOT NULL,
-        PRIMARY KEY (run_id, path)
-    );
-    CREATE TABLE confirmed (
-        path     BLOB PRIMARY KEY,
-        dev      INTEGER NOT NULL,
-        ino      INTEGER NOT NULL,
-        mode     INTEGER NOT NULL,
-        uid      INTEGER NOT NULL,
-        gid      INTEGER NOT NULL,
-        size     INTEGER NOT NULL,
-        rdev     INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        ctime_ns INTEGER NOT NULL
-    ) WITHOUT ROWID;",
-];
 
 /// An open journal (one SQLite connection). Several may be open on the same
 /// file at once, in one process or several.
@@ -506,202 +373,6 @@ impl Journal {
         }
     }
 
-    fn setup(&mut self) -> Result<(), JournalError> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| self.err(e))?;
-        // journal_mode is stored in the file; setting it again is a no-op.
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::NotADatabase) => {
-                    self.corrupt("this is not an SQLite database")
-                }
-                _ => self.err(e),
-            })?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(JournalError::Corrupt {
-                path: self.path.clone(),
-                message: format!("cannot switch to WAL mode (journal_mode is {mode})"),
-            });
-        }
-        self.conn
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(|e| self.err(e))?;
-        self.migrate()
-    }
-
-    fn migrate(&mut self) -> Result<(), JournalError> {
-        let err = sqlite_err(&self.path);
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if version == SCHEMA_VERSION {
-            return Ok(());
-        }
-        let tx = immediate(&mut self.conn, &self.path)?;
-        // Read again under the write lock: another process may have
-        // migrated meanwhile.
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if version < 0 {
-            return Err(JournalError::Corrupt {
-                path: self.path.clone(),
-                message: format!("schema version {version} is not one csync2-watch writes"),
-            });
-        }
-        if version > SCHEMA_VERSION {
-            return Err(JournalError::TooNew {
-                path: self.path.clone(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for step in version..SCHEMA_VERSION {
-            tx.execute_batch(MIGRATIONS[step as usize]).map_err(err)?;
-            tracing::debug!(journal = %self.path.display(), "journal schema migrated to version {}", step + 1);
-        }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(err)?;
-        tx.commit().map_err(err)
-    }
-
-    /// The journal file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Record changes: append them to the feed and upsert them into the
-    /// queue, in one transaction. Returns the transaction id of each
-    /// change, in order. A path already queued keeps the strongest kind
-    /// (dir-tree > dir-attrib > entry) and takes the new txid.
-    pub fn enqueue(&mut self, changes: &[(PathBuf, ChangeKind)]) -> Result<Vec<u64>, JournalError> {
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let err = sqlite_err(&self.path);
-        let now = now_ms();
-        let tx = immediate(&mut self.conn, &self.path)?;
-        let mut txids = Vec::with_capacity(changes.len());
-        {
-            let mut feed = tx
-                .prepare_cached("INSERT INTO feed (time_ms, kind, path) VALUES (?1, ?2, ?3)")
-                .map_err(err)?;
-            let mut queue = tx
-                .prepare_cached(
-                    "INSERT INTO queue (path, kind, txid) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (path) DO UPDATE
-                     SET kind = max(kind, excluded.kind), txid = excluded.txid",
-                )
-                .map_err(err)?;
-            for (p, kind) in changes {
-                let code = kind_code(*kind);
-                let bytes = path_bytes(p);
-                feed.execute(params![now, code, bytes]).map_err(err)?;
-                let txid = tx.last_insert_rowid();
-                queue.execute(params![bytes, code, txid]).map_err(err)?;
-                txids.push(txid as u64);
-            }
-        }
-        tx.commit().map_err(err)?;
-        Ok(txids)
-    }
-
-    /// Record the start of a full check in the feed; returns its txid.
-    pub fn record_full_check(
-        &mut self,
-        scope: Option<&Path>,
-        reason: &str,
-    ) -> Result<u64, JournalError> {
-        let scope = scope.map(path_bytes);
-        self.conn
-            .prepare_cached(
-                "INSERT INTO feed (time_ms, kind, path, reason) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut st| st.execute(params![now_ms(), KIND_FULL_CHECK, scope, reason]))
-            .map_err(|e| self.err(e))?;
-        Ok(self.conn.last_insert_rowid() as u64)
-    }
-
-    /// Everything still queued (for replay after a restart), oldest first
-    /// (by the txid of each path's newest event).
-    pub fn pending(&self) -> Result<Vec<QueuedPath>, JournalError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT path, kind, txid FROM queue ORDER BY txid")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    blob(r.get_ref(0)?),
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (path, code, txid) = row.map_err(|e| self.err(e))?;
-            let path = path.ok_or_else(|| self.corrupt("a queued path is not a blob"))?;
-            let kind = code_kind(code)
-                .ok_or_else(|| self.corrupt(&format!("queued kind {code} is unknown")))?;
-            out.push(QueuedPath {
-                path,
-                kind,
-                txid: txid as u64,
-            });
-        }
-        Ok(out)
-    }
-
-    /// How many paths are queued.
-    pub fn pending_count(&self) -> Result<u64, JournalError> {
-        self.conn
-            .query_row("SELECT count(*) FROM queue", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
-    }
-
-    /// Drop queued paths that were checked, unless they were queued again
-    /// after `up_to_txid`.
-    pub fn complete(&mut self, paths: &[PathBuf], up_to_txid: u64) -> Result<(), JournalError> {
-        self.each_in_transaction(
-            "DELETE FROM queue WHERE path = ?1 AND txid <= ?2",
-            paths,
-            |st, p| st.execute(params![path_bytes(p), up_to_txid as i64]),
-        )
-    }
-
-    /// Drop queued paths at or below each of `dirs` (checked recursively
-    /// with `csync2 -cr`), unless queued again after `up_to_txid`. Paths
-    /// compare as bytes, so "below D" is the byte range `D/` .. `D0`
-    /// (`0` follows `/`), the same trick csync2 uses on its own tables.
-    pub fn complete_trees(
-        &mut self,
-        dirs: &[PathBuf],
-        up_to_txid: u64,
-    ) -> Result<(), JournalError> {
-        self.each_in_transaction(
-            "DELETE FROM queue WHERE txid <= ?1 AND (path = ?2 OR (path > ?3 AND path < ?4))",
-            dirs,
-            |st, d| {
-                let mut base = path_bytes(d).to_vec();
-                if base.len() > 1 && base.ends_with(b"/") {
-                    base.pop();
-                }
-                let (low, high) = if base == b"/" {
-                    (b"/".to_vec(), b"0".to_vec())
-                } else {
-                    ([&base[..], b"/"].concat(), [&base[..], b"0"].concat())
-                };
-                st.execute(params![up_to_txid as i64, base, low, high])
-            },
-        )
-    }
-
     /// Run one prepared statement per item, all in one immediate
     /// transaction.
     fn each_in_transaction<T>(
@@ -724,203 +395,9 @@ impl Journal {
         tx.commit().map_err(err)
     }
 
-    /// Drop every queued path with txid ≤ `up_to_txid` (after a full check).
-    pub fn complete_all(&mut self, up_to_txid: u64) -> Result<(), JournalError> {
-        self.conn
-            .execute(
-                "DELETE FROM queue WHERE txid <= ?1",
-                params![up_to_txid as i64],
-            )
-            .map(drop)
-            .map_err(|e| self.err(e))
-    }
-
-    /// Feed entries with txid > `since`, at most `limit`, oldest first.
-    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, JournalError> {
-        let since = i64::try_from(since).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT txid, time_ms, kind, path, reason FROM feed
-                 WHERE txid > ?1 ORDER BY txid LIMIT ?2",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![since, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    blob(r.get_ref(3)?),
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (txid, time_ms, code, path, reason) = row.map_err(|e| self.err(e))?;
-            let what = if code == KIND_FULL_CHECK {
-                EventKind::FullCheck {
-                    scope: path,
-                    reason: reason.unwrap_or_default(),
-                }
-            } else {
-                let kind = code_kind(code).ok_or_else(|| {
-                    self.corrupt(&format!("feed entry {txid} has unknown kind {code}"))
-                })?;
-                let path =
-                    path.ok_or_else(|| self.corrupt(&format!("feed entry {txid} has no path")))?;
-                EventKind::Change { path, kind }
-            };
-            out.push(Event {
-                txid: txid as u64,
-                time_ms,
-                what,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The highest txid ever handed out (0 for a new journal), including
-    /// pruned entries.
-    pub fn last_txid(&self) -> Result<u64, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'feed'), 0)",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
-    }
-
-    /// The highest txid [`Journal::prune`] has removed (0 if none): a
-    /// client that last saw a txid below this has missed events.
-    pub fn pruned_through(&self) -> Result<u64, JournalError> {
-        Ok(self
-            .get_meta(META_PRUNED_THROUGH)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
-    }
-
-    /// Keep only the newest `keep` feed entries (queued paths stay).
-    /// Pruned txids are never handed out again. Cost is proportional to
-    /// the entries removed, so calling it after every batch is cheap.
-    pub fn prune(&mut self, keep: u64) -> Result<(), JournalError> {
-        let err = sqlite_err(&self.path);
-        let tx = immediate(&mut self.conn, &self.path)?;
-        // Txids in the feed are contiguous (AUTOINCREMENT hands them out in
-        // order, a rolled-back insert gives its id back, and only this
-        // removes rows, from the oldest end), so the newest entry to remove
-        // is simply max - keep: no scan over the kept rows.
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let cut: Option<i64> = tx
-            .query_row("SELECT max(txid) FROM feed", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .map_err(err)?
-            .map(|max| max.saturating_sub(keep))
-            .filter(|cut| *cut > 0);
-        if let Some(cut) = cut {
-            let removed = tx
-                .execute("DELETE FROM feed WHERE txid <= ?1", params![cut])
-                .map_err(err)?;
-            // Only a prune that removed something moves the mark, so it
-            // never goes back when `keep` grows.
-            if removed > 0 {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![META_PRUNED_THROUGH, cut.to_string()],
-                )
-                .map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
-    }
-
-    /// Leave a request for the daemon (used by `csync2-watch sync`).
-    pub fn push_request(&mut self, request: &Request) -> Result<(), JournalError> {
-        let err = sqlite_err(&self.path);
-        let tx = immediate(&mut self.conn, &self.path)?;
-        let kind = match request {
-            Request::Paths(_) => REQ_PATHS,
-            Request::Full => REQ_FULL,
-            Request::Flush => REQ_FLUSH,
-        };
-        tx.execute("INSERT INTO requests (kind) VALUES (?1)", params![kind])
-            .map_err(err)?;
-        let id = tx.last_insert_rowid();
-        if let Request::Paths(paths) = request {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO request_paths (request_id, seq, path) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(err)?;
-            for (seq, p) in paths.iter().enumerate() {
-                st.execute(params![id, seq as i64, path_bytes(p)])
-                    .map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
-    }
-
-    /// Take (and delete) every pending request, oldest first. Reading and
-    /// deleting happen in one transaction, so no request is taken twice or
-    /// lost when `sync` pushes one meanwhile.
-    pub fn take_requests(&mut self) -> Result<Vec<Request>, JournalError> {
-        let err = sqlite_err(&self.path);
-        let tx = immediate(&mut self.conn, &self.path)?;
-        let mut heads: Vec<(i64, i64)> = Vec::new();
-        {
-            let mut st = tx
-                .prepare_cached("SELECT id, kind FROM requests ORDER BY id")
-                .map_err(err)?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(err)?;
-            for row in rows {
-                heads.push(row.map_err(err)?);
-            }
-        }
-        let mut out = Vec::with_capacity(heads.len());
-        {
-            let mut st = tx
-                .prepare_cached("SELECT path FROM request_paths WHERE request_id = ?1 ORDER BY seq")
-                .map_err(err)?;
-            for (id, kind) in &heads {
-                out.push(match *kind {
-                    REQ_FULL => Request::Full,
-                    REQ_FLUSH => Request::Flush,
-                    REQ_PATHS => {
-                        let rows = st
-                            .query_map(params![id], |r| Ok(blob(r.get_ref(0)?)))
-                            .map_err(err)?;
-                        let mut paths = Vec::new();
-                        for row in rows {
-                            paths.push(row.map_err(err)?.ok_or_else(|| JournalError::Corrupt {
-                                path: self.path.clone(),
-                                message: format!("request {id} has a path that is not a blob"),
-                            })?);
-                        }
-                        Request::Paths(paths)
-                    }
-                    other => {
-                        return Err(JournalError::Corrupt {
-                            path: self.path.clone(),
-                            message: format!("request {id} has unknown kind {other}"),
-                        })
-                    }
-                });
-            }
-        }
-        if !heads.is_empty() {
-            tx.execute_batch("DELETE FROM request_paths; DELETE FROM requests;")
-                .map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        Ok(out)
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Small persistent values (last full sync time, ...).
@@ -992,17 +469,5 @@ mod tests {
         host.make_ascii_lowercase();
         let want = Path::new(STATE_ROOT).join(OsString::from_vec(host));
         assert_eq!(default_state_dir(None, None), want);
-    }
-
-    #[test]
-    fn kind_words() {
-        assert_eq!(kind_word(ChangeKind::Entry), "entry");
-        assert_eq!(kind_word(ChangeKind::DirAttrib), "dir-attrib");
-        assert_eq!(kind_word(ChangeKind::DirTree), "dir-tree");
-        let fc = EventKind::FullCheck {
-            scope: None,
-            reason: String::new(),
-        };
-        assert_eq!(fc.word(), "full-check");
     }
 }

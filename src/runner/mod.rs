@@ -10,9 +10,15 @@
 //! getopt stops at `--`, so a path starting with `-` is a path. Check and
 //! update runs add one `-v` so that csync2 names what it marks dirty and
 //! which file stays dirty; see `runner/parse.rs` for every message read.
+//!
+//! Layer: adapter (runs csync2). Imports nothing from the crate; the local
+//! server's supervisor ([`crate::server`]) imports it.
 
 pub(crate) mod parse;
 pub(crate) mod process;
+// What csync2 -ii prints, for the local server's supervisor
+// (crate::server), beside what the clients print (parse.rs).
+pub(crate) mod server_parse;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +27,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use parse::KnownFile;
+// Shared with the local server's supervisor, which shows and rates
+// csync2's lines the way the runner does.
+pub(crate) use parse::{display_line, looks_like_error};
 use parse::{Kind, StderrParser, StdoutParser};
 
 /// How to invoke csync2 for this node.

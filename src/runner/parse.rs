@@ -30,6 +30,8 @@
 //! continues the previous record's name. The daemon confirms with `-M`,
 //! so a misread name costs a retry, not a lost change.
 
+#![forbid(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;

@@ -49,6 +49,15 @@
 //! daemon updates the peers. A line that is not the server's own and does
 //! not start with a child's `<PID>` (lines of concurrent children can
 //! interleave) makes [`LocalServer::unattributed`] move on.
+//!
+//! The parts: supervising the managed server and reading its stderr
+//! (here), the busy gate (`gate.rs`: serving now, last active, waiting
+//! for quiet, the external server's poller) and the socket table
+//! (`sockets.rs`). The lines themselves are parsed beside the runner's
+//! own parsing, in `runner/server_parse.rs`.
+//!
+//! Layer: adapter. Imports [`crate::runner`] (how to run csync2, and
+//! reading what it prints).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -59,18 +68,17 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+mod gate;
 mod sockets;
 
 pub use sockets::inbound_connections;
 
-use crate::runner::parse::{display_line, looks_like_error};
 use crate::runner::process::{describe, kill_group, own_group_and_pdeathsig};
-use crate::runner::Csync2;
+use crate::runner::server_parse::{find, find_quoted, split_pid, MARKING, SQL_FORGET, SQL_RECORD};
+use crate::runner::{display_line, looks_like_error, Csync2};
 
 /// Background poll interval for an external server.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// How often `wait_quiet` looks while it waits.
-const WAIT_STEP: Duration = Duration::from_millis(20);
 /// First restart delay; doubles up to [`RESTART_MAX`].
 const RESTART_MIN: Duration = Duration::from_millis(200);
 const RESTART_MAX: Duration = Duration::from_secs(30);
@@ -263,7 +271,7 @@ impl LocalServer {
         let poll_inner = Arc::clone(&inner);
         let poller = std::thread::Builder::new()
             .name("csync2-server-poll".into())
-            .spawn(move || poll_loop(poll_inner))
+            .spawn(move || gate::poll_loop(poll_inner))
             .ok();
         if poller.is_none() {
             tracing::warn!("cannot start the server activity poller; checking only on demand");
@@ -273,11 +281,6 @@ impl LocalServer {
             supervisor: None,
             poller,
         }
-    }
-
-    /// Is a connection being served right now?
-    pub fn serving_now(&self) -> bool {
-        self.inner.check().0
     }
 
     /// Files the server recorded since the last call (managed only).
@@ -304,41 +307,6 @@ impl LocalServer {
         }
     }
 
-    /// When the server was last seen serving.
-    pub fn last_active(&self) -> Option<Instant> {
-        self.inner.check();
-        self.inner.state.lock().unwrap().last_active
-    }
-
-    /// Block until the server has not served anything for `quiet`; returns
-    /// how long it waited.
-    pub fn wait_quiet(&self, quiet: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            let (serving, _) = self.inner.check();
-            let now = Instant::now();
-            let last = self.inner.state.lock().unwrap().last_active;
-            let quiet_since = match last {
-                Some(t) if !serving => now.saturating_duration_since(t),
-                Some(_) => Duration::ZERO,
-                None => Duration::MAX,
-            };
-            if !serving && quiet_since >= quiet {
-                let waited = start.elapsed();
-                if waited > WAIT_STEP {
-                    tracing::debug!(?waited, "waited for the local csync2 server to be quiet");
-                }
-                return waited;
-            }
-            let step = if serving {
-                WAIT_STEP
-            } else {
-                (quiet - quiet_since).min(WAIT_STEP)
-            };
-            std::thread::sleep(step.max(Duration::from_millis(1)));
-        }
-    }
-
     pub fn status(&self) -> ServerStatus {
         let (_, connections) = self.inner.check();
         let st = self.inner.state.lock().unwrap();
@@ -349,19 +317,6 @@ impl LocalServer {
             last_error: st.last_error.clone(),
             connections,
         }
-    }
-
-    /// Pause (`false`) or resume the background poll of an external
-    /// server (a managed one has none). While paused, connections that
-    /// begin and end between two of the daemon's own checks go unseen.
-    pub fn set_polling(&self, on: bool) {
-        {
-            let _poll = self.inner.poll_lock.lock().unwrap();
-            self.inner.polling.store(on, Ordering::SeqCst);
-        }
-        // Under the state lock, so that the poller cannot miss the wakeup.
-        let _st = self.inner.state.lock().unwrap();
-        self.inner.changed.notify_all();
     }
 
     /// Stop the managed server (no-op for an external one): SIGTERM to its
@@ -422,7 +377,7 @@ impl Inner {
         Inner {
             managed,
             port,
-            bind: bind.into_iter().map(canonical).collect(),
+            bind: bind.into_iter().map(gate::canonical).collect(),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -430,34 +385,6 @@ impl Inner {
             gate: Mutex::new(sockets::Gate::default()),
             poll_lock: Mutex::new(()),
         }
-    }
-
-    /// Look now: (serving, connections). Moves `last_active` when serving.
-    fn check(&self) -> (bool, usize) {
-        if self.managed {
-            let mut st = self.state.lock().unwrap();
-            let mut children = st.pid.map(child_count).unwrap_or(0);
-            // Sessions whose child is gone ended without a word.
-            st.sessions
-                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
-
-            children = children.max(st.sessions.len());
-            if children > 0 {
-                st.last_active = Some(Instant::now());
-            }
-            return (children > 0, children);
-        }
-        let sockets = match self.gate.lock().unwrap().count(self.port, &self.bind) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!("cannot read the socket table: {e}");
-                0
-            }
-        };
-        if sockets > 0 {
-            self.state.lock().unwrap().last_active = Some(Instant::now());
-        }
-        (sockets > 0, sockets)
     }
 
     /// The server's stderr, one line at a time.
@@ -526,75 +453,6 @@ impl State {
             name,
             done_at: SystemTime::now(),
         });
-    }
-}
-
-/// What a child prints when it records a file, and when it removes one.
-const SQL_RECORD: &[u8] = b"SQL: INSERT INTO file (filename, checktxt) values ('";
-const SQL_FORGET: &[u8] = b"SQL: delete from file where filename = '";
-const MARKING: &[u8] = b"Marking file as dirty: ";
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The URL-decoded name between `marker` and the next `'` (csync2 encodes
-/// `'` in names, so the next one ends the value).
-fn find_quoted(text: &[u8], marker: &[u8]) -> Option<Vec<u8>> {
-    let start = find(text, marker)? + marker.len();
-    let len = text[start..].iter().position(|&b| b == b'\'')?;
-    let name = url_decode(&text[start..start + len]);
-    (!name.is_empty()).then_some(name)
-}
-
-/// csync2's url_decode: `%XX` is a byte, everything else stands for itself.
-fn url_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
-}
-
-/// `<PID> rest` as printed by csync2's per-connection children.
-fn split_pid(line: &[u8]) -> (Option<u32>, &[u8]) {
-    if let Some(rest) = line.strip_prefix(b"<") {
-        if let Some(end) = rest.iter().position(|&c| c == b'>') {
-            if let Ok(pid) = std::str::from_utf8(&rest[..end])
-                .unwrap_or("x")
-                .parse::<u32>()
-            {
-                let text = &rest[end + 1..];
-                return (Some(pid), text.strip_prefix(b" ").unwrap_or(text));
-            }
-        }
-    }
-    (None, line)
-}
-
-fn child_count(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|s| s.split_whitespace().count())
-        .unwrap_or(0)
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
     }
 }
 
@@ -798,65 +656,9 @@ fn sleep_unless_stopping(inner: &Inner, d: Duration) -> bool {
     }
 }
 
-fn poll_loop(inner: Arc<Inner>) {
-    while !inner.stopping.load(Ordering::SeqCst) {
-        let polled = {
-            let _poll = inner.poll_lock.lock().unwrap();
-            let on = inner.polling.load(Ordering::SeqCst);
-            if on {
-                inner.check();
-            }
-            on
-        };
-        if polled {
-            if sleep_unless_stopping(&inner, POLL_INTERVAL) {
-                return;
-            }
-        } else {
-            // Paused: sleep until resumed or stopped.
-            let st = inner.state.lock().unwrap();
-            let _unused = inner
-                .changed
-                .wait_while(st, |_| {
-                    !inner.polling.load(Ordering::SeqCst) && !inner.stopping.load(Ordering::SeqCst)
-                })
-                .unwrap();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sql_lines_name_the_recorded_file_byte_exact() {
-        let line: &[u8] = b"SQL: INSERT INTO file (filename, checktxt) values \
-            ('/d/a%20b%0Ac%27%25\xff', 'v1%3Amtime=1%3Amode=33188')";
-        assert_eq!(
-            find_quoted(line, SQL_RECORD),
-            Some(b"/d/a b\nc'%\xff".to_vec())
-        );
-        // Another child's prefix in front (interleaved writes).
-        let mixed: &[u8] = b"<13> SQL: delete from file where filename = '/d/x'";
-        assert_eq!(find_quoted(mixed, SQL_FORGET), Some(b"/d/x".to_vec()));
-        assert_eq!(
-            find_quoted(b"SQL: DELETE FROM file WHERE filename = '/d/x'", SQL_FORGET),
-            None
-        );
-        assert_eq!(url_decode(b"100%"), b"100%".to_vec());
-        assert_eq!(url_decode(b"%zz%4"), b"%zz%4".to_vec());
-    }
-
-    #[test]
-    fn pid_prefix() {
-        assert_eq!(
-            split_pid(b"<12> New connection"),
-            (Some(12), &b"New connection"[..])
-        );
-        assert_eq!(split_pid(b"Listening on x"), (None, &b"Listening on x"[..]));
-        assert_eq!(split_pid(b"<x> y"), (None, &b"<x> y"[..]));
-    }
 
     #[test]
     fn address_in_use_names_port_and_fix() {

@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::canonical;
+use super::gate::canonical;
 
 /// TCP states of an inbound connection still being served:
 /// ESTABLISHED, SYN_RECV, CLOSE_WAIT.
@@ -38,7 +38,7 @@ pub(crate) fn listening(port: u16, bind: &[IpAddr]) -> io::Result<bool> {
 
 /// Inbound connections to `port` (on one of `bind`, or any address when
 /// empty) in a serving state: sock_diag, else `/proc/net/tcp[6]`. Always
-/// looks (no [`Gate`]).
+/// looks (no `Gate` in front).
 pub fn inbound_connections(port: u16, bind: &[IpAddr]) -> std::io::Result<usize> {
     let bind: Vec<IpAddr> = bind.iter().copied().map(canonical).collect();
     match table_netlink(port, &bind, false) {

@@ -37,95 +37,37 @@
 //! (inotify sees only this node's writes there). When the watch limit is
 //! reached, one error line names `fs.inotify.max_user_watches`, how many
 //! watches are needed, and `csync2-watch sysctl --write`.
+//!
+//! The parts: the [`Watcher`] handle (`handle.rs`); the reader thread
+//! (`reader.rs`), with its walks (`reader/scan.rs`) and its handling of
+//! each event (`reader/dispatch.rs`); files held until they close
+//! (`settle.rs`, pure); mount table changes (`mountinfo.rs`); the
+//! directory model (`tree.rs`); directory listing (`dirs.rs`); and the
+//! coalescing set the consumer drains (`output.rs`). inotify's limits and
+//! the count of directories to watch come from [`crate::sysctl`].
+//!
+//! Layer: adapter. Imports the core ([`crate::vocab`]) and the adapters
+//! [`crate::sysctl`] and [`crate::fstype`].
 
 mod dirs;
-mod limits;
+mod handle;
+mod mountinfo;
 mod output;
 mod reader;
+mod settle;
 mod tree;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use limits::{dirs_to_watch, InotifyLimits};
+pub use handle::Watcher;
 pub use output::Drained;
-pub use reader::Watcher;
-
-/// What the watcher asks of the configuration. Implemented by
-/// [`crate::plan::Plan`]; tests may implement it directly.
-///
-/// The watcher starts at `/` and recurses exactly where csync2's own
-/// recursive check (`csync2 -cr /`) would: into a real directory (never a
-/// symlink) for which [`TreeFilter::descend`] is true.
-pub trait TreeFilter: Send + Sync {
-    /// May anything at or below directory `dir` be synced? True for a
-    /// synced directory and for every ancestor of an include (csync2's
-    /// `csync_step_into`), false for an excluded subtree. Decides which
-    /// directories get a watch.
-    fn descend(&self, dir: &Path) -> bool;
-
-    /// Is `path` itself synced (csync2 would record it)? Events for other
-    /// paths are not reported.
-    fn syncs(&self, path: &Path) -> bool;
-}
-
-/// How a reported path changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChangeKind {
-    /// A non-directory was written and closed, created (symlink, hard
-    /// link, device, fifo, socket), deleted, renamed, or had its attributes
-    /// changed. `csync2 -c PATH` covers it.
-    Entry,
-    /// A directory's own attributes changed. `csync2 -c DIR` covers it.
-    DirAttrib,
-    /// A directory appeared (created or moved in) or vanished (deleted or
-    /// moved out) with whatever is below it. `csync2 -cr DIR` covers it.
-    DirTree,
-}
-
-/// One changed path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Change {
-    pub path: PathBuf,
-    pub kind: ChangeKind,
-}
-
-/// Why a full check is needed where events may have been lost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FullCheckReason {
-    /// The kernel queue overflowed (IN_Q_OVERFLOW): events anywhere may be lost.
-    Overflow,
-    /// A directory could not be watched (ENOSPC, EMFILE, EACCES, ...): its
-    /// subtree is not covered by inotify.
-    WatchFailed(String),
-    /// The coalescing set grew beyond its bound.
-    TooManyChanges,
-    /// A watched root was deleted or moved away and came back. (Not
-    /// emitted by this watcher: it watches the roots' ancestors too, so a
-    /// root that comes back is walked and reported as a new
-    /// [`ChangeKind::DirTree`].)
-    RootReplaced,
-}
-
-/// A request to check a whole subtree because events there may be lost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FullCheck {
-    /// The subtree; `None` means every tree.
-    pub scope: Option<PathBuf>,
-    pub reason: FullCheckReason,
-}
-
-impl std::fmt::Display for FullCheckReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FullCheckReason::Overflow => f.write_str("overflow"),
-            FullCheckReason::WatchFailed(why) => write!(f, "watch-failed: {why}"),
-            FullCheckReason::TooManyChanges => f.write_str("too-many-changes"),
-            FullCheckReason::RootReplaced => f.write_str("root-replaced"),
-        }
-    }
-}
+// The shared vocabulary, re-exported under the paths the watcher's users
+// (and the integration tests) have always used.
+pub use crate::vocab::{Change, ChangeKind, FullCheck, FullCheckReason, TreeFilter};
+// inotify's limits are read, and the directories counted, in one place.
+pub use crate::sysctl::{dirs_to_watch, InotifyLimits};
 
 /// Tuning of a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -199,7 +141,7 @@ pub struct WatchStats {
 /// Why the watcher could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot create an inotify instance: {0}{hint}", hint = limits::init_hint(.0))]
+    #[error("cannot create an inotify instance: {0}{hint}", hint = crate::sysctl::init_hint(.0))]
     Init(std::io::Error),
     #[error("cannot set up the watcher: {0}")]
     Setup(std::io::Error),

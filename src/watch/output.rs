@@ -4,12 +4,14 @@
 //! consumer (which drains). The reader wakes the consumer through a
 //! bounded(1) channel with `try_send`, so it never blocks on it.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use super::{Change, ChangeKind, FullCheck, FullCheckReason};
+use crate::vocab::{Change, ChangeKind, FullCheck, FullCheckReason};
 
 /// What [`super::Watcher::drain`] hands over: every change since the last
 /// drain, in the order each path first changed, and the full checks

@@ -8,6 +8,8 @@
 //! (an orphan): its watches stay until the move is resolved, but it has no
 //! path.
 
+#![forbid(unsafe_code)]
+
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::ffi::OsStr;

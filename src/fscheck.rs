@@ -4,10 +4,15 @@
 //! never sees), and csync2's `tempdir` inside a watched tree or on another
 //! filesystem than the synced files (csync2 renames its temporary files
 //! into place, which only works within one filesystem).
+//!
+//! Layer: adapter (it stats the filesystem). Imports the core
+//! ([`crate::plan`]) and [`crate::fstype`].
+
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 
-use crate::fstype::FsInfo;
+use crate::fstype::{fs_type_name, FsInfo};
 use crate::plan::Plan;
 
 /// What the filesystem says about one root.
@@ -123,29 +128,4 @@ fn check_tempdir(plan: &Plan, tmp: &Path, out: &mut Checks) {
             other.join(", ")
         ));
     }
-}
-
-/// A name for a statfs magic number.
-pub fn fs_type_name(magic: i64) -> String {
-    if let Some(n) = crate::fstype::network_fs_name(magic) {
-        return n.to_string();
-    }
-    let name = match magic {
-        0xEF53 => "ext2/3/4",
-        0x5846_5342 => "xfs",
-        0x9123_683E => "btrfs",
-        0x0102_1994 => "tmpfs",
-        0x794C_7630 => "overlayfs",
-        0x2FC1_2FC1 => "zfs",
-        0xF2F5_2010 => "f2fs",
-        0x3153_464A => "jfs",
-        0x5265_4973 => "reiserfs",
-        0x4d44 => "vfat",
-        0x2011_BAB0 => "exfat",
-        0x5346_544e => "ntfs",
-        0x6165_6673 => "bcachefs",
-        0x858458f6 => "ramfs",
-        _ => return format!("{magic:#x}"),
-    };
-    name.to_string()
 }

@@ -2,13 +2,22 @@
 //! program itself uses, so that they cannot drift: `csync2-watch(8)` from
 //! the clap command line (every subcommand and option, with its help
 //! text) plus the signals the daemon handles, and `csync2-watch.toml(5)`
-//! from [`crate::settings::SETTINGS`]. `csync2-watch generate man|completions
-//! DIR` writes them at packaging time (`scripts/package.sh`).
+//! from [`crate::settings::SETTINGS`]. The hidden `csync2-watch generate
+//! man|completions DIR` ([`generate`]) writes them at packaging time
+//! (`scripts/package.sh`).
+//!
+//! Layer: command line (it documents [`super::Cli`], so it lives beside
+//! it). Imports the command line and [`crate::settings`].
+
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::CommandFactory as _;
 
+use crate::exit;
 use crate::settings::SETTINGS;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -16,7 +25,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The whole command line, as clap sees it (built: `--help` and
 /// `--version` included).
 pub fn command() -> clap::Command {
-    let mut cmd = crate::cli::Cli::command();
+    let mut cmd = super::Cli::command();
     cmd.build();
     cmd
 }
@@ -361,7 +370,7 @@ pub fn settings_man_page() -> String {
 
 /// The completion script for `shell`.
 pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
-    let mut cmd = crate::cli::Cli::command();
+    let mut cmd = super::Cli::command();
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "csync2-watch", &mut buf);
     buf
@@ -373,6 +382,51 @@ pub const COMPLETIONS: &[(clap_complete::Shell, &str)] = &[
     (clap_complete::Shell::Zsh, "_csync2-watch"),
     (clap_complete::Shell::Fish, "csync2-watch.fish"),
 ];
+
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenerateWhat {
+    /// csync2-watch.8 and csync2-watch.toml.5 (roff, uncompressed).
+    Man,
+    /// csync2-watch.bash, _csync2-watch (zsh) and csync2-watch.fish.
+    Completions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// What to write.
+    #[arg(value_enum)]
+    pub what: GenerateWhat,
+    /// Directory to write into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `csync2-watch generate man|completions DIR`: write the man pages or
+/// the shell completions into DIR, naming each file written.
+pub fn generate(args: GenerateArgs) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let files: Vec<(String, Vec<u8>)> = match args.what {
+        GenerateWhat::Man => vec![
+            ("csync2-watch.8".into(), man_page().into_bytes()),
+            (
+                "csync2-watch.toml.5".into(),
+                settings_man_page().into_bytes(),
+            ),
+        ],
+        GenerateWhat::Completions => COMPLETIONS
+            .iter()
+            .map(|(shell, name)| (name.to_string(), completions(*shell)))
+            .collect(),
+    };
+    for (name, bytes) in files {
+        let path = args.dir.join(&name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(exit::OK)
+}
 
 #[cfg(test)]
 mod tests {
