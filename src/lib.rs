@@ -11,7 +11,8 @@
 //!   what), [`statcache`] (what csync2 can and cannot see), [`confirm`]
 //!   (what the peers were confirmed to hold; what recovery forces dirty).
 //! * adapters: [`watch`] (inotify tree), [`runner`] (csync2 processes),
-//!   [`server`] (local `csync2 -ii` supervision), [`probe`] (peer TCP
+//!   [`server`] (local `csync2 -ii` supervision), [`process`] (pidfds,
+//!   non-reaping exit checks, process-group signals), [`probe`] (peer TCP
 //!   probes), [`journal`] (SQLite state), [`fstype`] (statfs), [`status`],
 //!   [`walk`] (the synced trees, as `csync2 -cr` walks them).
 //! * edges: [`cli`], [`cmd`] (one module per subcommand), [`daemon`]
@@ -32,6 +33,7 @@ pub mod logging;
 pub mod paths;
 pub mod plan;
 pub mod probe;
+pub mod process;
 pub mod queue;
 pub mod runner;
 pub mod sched;

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{umount2, MntFlags};
 
 use super::TestbedError;
+use crate::process::{pidfd_open, pidfd_send_signal};
 
 /// Where `ip netns` keeps its namespace files.
 pub(crate) const NETNS_DIR: &str = "/run/netns";
@@ -345,22 +347,14 @@ fn kill_namespace_members(inums: &HashSet<u64>, deadline: Duration) -> Result<()
 /// SIGKILL `pid` through a pidfd, after checking (through the pidfd's
 /// pinned PID) that it is still inside `inums`.
 fn kill_checked(pid: i32, inums: &HashSet<u64>) {
-    // SAFETY: plain system calls; the descriptor is closed below.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        if fd < 0 {
-            return;
-        }
-        if in_namespaces(pid, inums) {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd,
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
-        libc::close(fd);
+    let Ok(fd) = u32::try_from(pid)
+        .map_err(|_| ())
+        .and_then(|p| pidfd_open(p).map_err(drop))
+    else {
+        return;
+    };
+    if in_namespaces(pid, inums) {
+        let _ = pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
     }
 }
 

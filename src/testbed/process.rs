@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::process::{has_exited, kill_group};
+
 /// How long a process gets between SIGTERM and SIGKILL when a handle or
 /// the testbed is dropped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -102,7 +104,7 @@ impl Proc {
         if st.status.is_some() {
             return false;
         }
-        let _ = kill(Pid::from_raw(-(self.pid as i32)), sig);
+        let _ = kill_group(self.pid, sig as libc::c_int);
         // The leader may have moved to another group (setsid keeps it, but
         // setpgid would not): reach it directly too.
         let _ = kill(Pid::from_raw(self.pid as i32), sig);
@@ -122,7 +124,7 @@ impl Proc {
         if st.status.is_some() {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        kill(Pid::from_raw(-(self.pid as i32)), sig).map_err(io::Error::from)
+        kill_group(self.pid, sig as libc::c_int)
     }
 
     /// Has the leader exited? Does not reap it.
@@ -131,18 +133,10 @@ impl Proc {
         if st.status.is_some() {
             return true;
         }
-        // SAFETY: zeroed siginfo_t is a valid out-parameter for waitid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                self.pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
-        };
-        // SAFETY: waitid filled (or left zeroed) the structure.
-        rc != 0 || unsafe { info.si_pid() } != 0
+        // Not reaped (that happens under this lock): its PID is still
+        // ours to ask about. An error means it is no child of ours to wait
+        // for any more.
+        has_exited(self.pid).unwrap_or(true)
     }
 
     /// Reap the leader if it has exited on its own.
@@ -170,7 +164,7 @@ impl Proc {
         if let Some(s) = st.status {
             return Ok(s);
         }
-        let _ = kill(Pid::from_raw(-(self.pid as i32)), Signal::SIGKILL);
+        let _ = kill_group(self.pid, libc::SIGKILL);
         let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
         let s = st.child.wait()?;
         st.status = Some(s);
