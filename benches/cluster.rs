@@ -59,7 +59,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use csync2_watch::process;
 use csync2_watch::status::Status;
-use csync2_watch::testbed::{Node, Testbed, TestbedOptions, WatchedCluster, BASE_DIR_ENV};
+use csync2_watch_testbed::{Node, Testbed, TestbedOptions, WatchedCluster, BASE_DIR_ENV};
 
 const DEFAULT_FILES: usize = 170_000;
 /// The watch benchmark's tree: the root, 10 top, 100 mid and 16,900 leaf

@@ -51,8 +51,6 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Size inotify's kernel limits for the configured trees.
     Sysctl(SysctlArgs),
-    /// Start a 3-node csync2 cluster on this machine and show changes arrive.
-    Demo(DemoArgs),
     /// Write the man pages or the shell completions into DIR (for packaging).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -235,19 +233,6 @@ pub struct SysctlArgs {
     pub write: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
-    /// How many single-file changes to time.
-    #[arg(long, default_value_t = 10)]
-    pub changes: usize,
-    /// Leave the cluster running until Ctrl-C instead of cleaning up at once.
-    #[arg(long)]
-    pub keep: bool,
-}
-
 /// Parse the command line, run the command, print an error once.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -287,7 +272,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Status(args) => cmd::status::run(args),
         Command::Reload(args) => cmd::reload::run(args),
         Command::Sysctl(args) => cmd::sysctl::run(args),
-        Command::Demo(args) => cmd::demo::run(args),
         Command::Generate(args) => cmd::generate::run(args),
     }
 }

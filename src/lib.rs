@@ -16,8 +16,11 @@
 //!   probes), [`journal`] (SQLite state), [`fstype`] (statfs), [`status`],
 //!   [`walk`] (the synced trees, as `csync2 -cr` walks them).
 //! * edges: [`cli`], [`cmd`] (one module per subcommand), [`daemon`]
-//!   (wiring for `run`), [`docs`] (man pages, completions), [`testbed`] (multi-node clusters in namespaces for
-//!   the demo, tests and benchmarks).
+//!   (wiring for `run`), [`docs`] (man pages, completions).
+//!
+//! The test cluster (multi-node csync2 clusters in namespaces) is the
+//! workspace crate `csync2-watch-testbed`, and the demo built on it is
+//! `csync2-watch-demo`: neither is in the daemon's binary.
 
 pub mod cli;
 pub mod cmd;
@@ -42,6 +45,5 @@ pub mod settings;
 pub mod statcache;
 pub mod status;
 pub mod sysctl;
-pub mod testbed;
 pub mod walk;
 pub mod watch;

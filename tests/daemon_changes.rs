@@ -233,7 +233,7 @@ fn excluded_files_stay_home() {
     for node in 1..3 {
         let marker = c.path(node, "zz-marker");
         assert!(
-            csync2_watch::testbed::wait_until(SETTLE, || marker.exists()),
+            csync2_watch_testbed::wait_until(SETTLE, || marker.exists()),
             "marker never reached node{}\n{}",
             node + 1,
             c.logs_tail()

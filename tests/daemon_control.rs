@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cluster_support::{Cluster, BIN};
-use csync2_watch::testbed::wait_until;
+use csync2_watch_testbed::wait_until;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -151,14 +151,14 @@ fn events_feed_lists_changes_with_transaction_ids() {
 fn an_external_csync2_server_works_too() {
     // inetd or csync2.socket runs the server: csync2-watch only watches
     // its connections (socket table) and never starts one.
-    let tb = csync2_watch::testbed::Testbed::start(csync2_watch::testbed::TestbedOptions::nodes(3))
+    let tb = csync2_watch_testbed::Testbed::start(csync2_watch_testbed::TestbedOptions::nodes(3))
         .unwrap();
     let servers = tb.start_servers().unwrap();
     let settings = format!(
         "{}\nserver = \"external\"\n",
         cluster_support::TEST_SETTINGS
     );
-    let c = csync2_watch::testbed::WatchedCluster::start(
+    let c = csync2_watch_testbed::WatchedCluster::start(
         tb,
         std::path::Path::new(BIN),
         &settings,
@@ -185,12 +185,12 @@ fn changes_keep_flowing_while_a_full_check_runs() {
     let files: Vec<(std::path::PathBuf, Vec<u8>)> = (0..30_000)
         .map(|i| (format!("bulk/d{}/f{i}", i % 300).into(), vec![b'b'; 16]))
         .collect();
-    let tb = csync2_watch::testbed::Testbed::start(csync2_watch::testbed::TestbedOptions {
+    let tb = csync2_watch_testbed::Testbed::start(csync2_watch_testbed::TestbedOptions {
         files,
-        ..csync2_watch::testbed::TestbedOptions::nodes(3)
+        ..csync2_watch_testbed::TestbedOptions::nodes(3)
     })
     .unwrap();
-    let c = csync2_watch::testbed::WatchedCluster::start(
+    let c = csync2_watch_testbed::WatchedCluster::start(
         tb,
         std::path::Path::new(BIN),
         cluster_support::TEST_SETTINGS,
@@ -224,7 +224,7 @@ fn changes_keep_flowing_while_a_full_check_runs() {
 }
 
 fn cli_watched(
-    c: &csync2_watch::testbed::WatchedCluster,
+    c: &csync2_watch_testbed::WatchedCluster,
     node: usize,
     args: &[&str],
 ) -> std::process::Output {

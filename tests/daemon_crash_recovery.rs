@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cluster_support::Cluster;
 use csync2_watch::journal::{Journal, RunMode, ScopeEntry};
-use csync2_watch::testbed::wait_until;
+use csync2_watch_testbed::wait_until;
 
 /// A small xorshift generator: the test prints its seed, so a failing
 /// sequence of delays can be replayed with `CSYNC2_WATCH_TEST_SEED`.

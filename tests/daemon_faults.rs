@@ -8,7 +8,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use cluster_support::Cluster;
-use csync2_watch::testbed::wait_until;
+use csync2_watch_testbed::wait_until;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -50,7 +50,7 @@ fn a_dead_peer_does_not_hold_up_the_others_and_catches_up_when_back() {
     c.kill_daemon(2);
     let gone = wait_until(Duration::from_secs(10), || {
         !c.node(2)
-            .listening(csync2_watch::testbed::CSYNC2_PORT)
+            .listening(csync2_watch_testbed::CSYNC2_PORT)
             .unwrap_or(true)
     });
     assert!(gone, "node3's csync2 server outlived its daemon");

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cluster_support::{Cluster, BIN, TEST_SETTINGS};
-use csync2_watch::testbed::wait_until;
+use csync2_watch_testbed::wait_until;
 
 fn reload(args: &[&str]) -> std::process::Output {
     Command::new(BIN).arg("reload").args(args).output().unwrap()

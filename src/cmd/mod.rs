@@ -3,7 +3,6 @@
 //! as [`crate::exit::Exit`].
 
 pub mod check_config;
-pub mod demo;
 pub mod events;
 pub mod generate;
 pub mod matching;

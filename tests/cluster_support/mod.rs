@@ -8,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use csync2_watch::testbed::{Testbed, TestbedOptions, WatchedCluster, QUICK_SETTINGS};
+use csync2_watch_testbed::{Testbed, TestbedOptions, WatchedCluster, QUICK_SETTINGS};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_csync2-watch");
 pub const TEST_SETTINGS: &str = QUICK_SETTINGS;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub use csync2_watch::testbed::*;
+pub use csync2_watch_testbed::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

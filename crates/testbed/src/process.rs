@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::process::{has_exited, kill_group};
+use csync2_watch::process::{has_exited, kill_group};
 
 /// How long a process gets between SIGTERM and SIGKILL when a handle or
 /// the testbed is dropped.

@@ -22,7 +22,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{umount2, MntFlags};
 
 use super::TestbedError;
-use crate::process::{pidfd_open, pidfd_send_signal};
+use csync2_watch::process::{pidfd_open, pidfd_send_signal};
 
 /// Where `ip netns` keeps its namespace files.
 pub(crate) const NETNS_DIR: &str = "/run/netns";

@@ -1,29 +1,61 @@
-//! `csync2-watch demo`: a newcomer's first look. Installs csync2 if it is
-//! missing, starts a real N-node csync2 cluster on this machine (network
-//! and mount namespaces, see [`crate::testbed`]), runs csync2-watch on
-//! every node, makes changes on node1 and shows them arrive on the others
-//! with their latency, then cleans everything up (or, with `--keep`, waits
-//! for Ctrl-C first).
+//! `csync2-watch-demo`: a newcomer's first look, one command on a fresh
+//! clone (`cargo run --release -p csync2-watch-demo`, as root). Installs
+//! csync2 if it is missing, starts a real N-node csync2 cluster on this
+//! machine (network and mount namespaces, see `csync2-watch-testbed`),
+//! runs csync2-watch on every node, makes changes on node1 and shows them
+//! arrive on the others with their latency, then cleans everything up (or,
+//! with `--keep`, waits for Ctrl-C first).
+//!
+//! The daemon it runs is found as [`daemon_binary`] says: under cargo it
+//! builds it first, from the same sources.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-
-use crate::cli::DemoArgs;
-use crate::exit;
-use crate::testbed::{Testbed, TestbedOptions, WatchedCluster, QUICK_SETTINGS};
+use clap::Parser;
+use csync2_watch_testbed::{Testbed, TestbedOptions, WatchedCluster, QUICK_SETTINGS};
 
 /// How long one change may take before the demo gives up on it.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
+/// The daemon binary to run instead of building or finding one.
+const BIN_ENV: &str = "CSYNC2_WATCH_BIN";
+
+/// Start a csync2 cluster on this machine (network and mount namespaces),
+/// run csync2-watch on every node, and show changes arrive. Needs root.
+#[derive(Debug, Parser)]
+#[command(name = "csync2-watch-demo", version, about, long_about = None)]
+struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// How many single-file changes to time.
+    #[arg(long, default_value_t = 10)]
+    changes: usize,
+    /// Leave the cluster running until Ctrl-C instead of cleaning up at once.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> ExitCode {
+    match run(DemoArgs::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("csync2-watch-demo: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!(
             "the demo builds network and mount namespaces and needs root: run it with sudo"
@@ -32,6 +64,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     if !(2..=9).contains(&args.nodes) {
         anyhow::bail!("--nodes takes 2 to 9 (got {})", args.nodes);
     }
+    let exe = daemon_binary()?;
     ensure_csync2()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -39,7 +72,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             .context("cannot install signal handlers")?;
     }
 
-    let exe = std::env::current_exe().context("cannot find the csync2-watch binary")?;
+    say(&format!("The daemon: {}", exe.display()));
     say(&format!(
         "Starting a {}-node csync2 cluster (namespaces node1..node{}) ...",
         args.nodes, args.nodes
@@ -74,7 +107,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             cluster.node(1).host_data_dir().display()
         ));
         say(&format!(
-            "  csync2-watch status --state-dir {} -N node1",
+            "  {} status --state-dir {} -N node1",
+            exe.display(),
             cluster.node(0).state_dir().display()
         ));
         say("Press Ctrl-C to tear it down.");
@@ -85,7 +119,90 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     say("Tearing the cluster down ...");
     drop(cluster);
     say("Done: no namespace, mount or process of the demo is left.");
-    result.map(|()| exit::OK)
+    result
+}
+
+/// The csync2-watch daemon to run on every node:
+///
+/// 1. `$CSYNC2_WATCH_BIN`, when set;
+/// 2. when cargo runs the demo (`cargo run -p csync2-watch-demo` sets
+///    `$CARGO`) from this source tree: `cargo build -p csync2-watch` with
+///    the demo's own profile and target directory, so that the daemon is
+///    built from the same sources as the demo (a no-op when it is up to
+///    date), then the binary it made, next to the demo's own;
+/// 3. otherwise `csync2-watch` next to the demo's own executable (one
+///    `cargo build --release` at the workspace root makes both).
+fn daemon_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(BIN_ENV).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        anyhow::ensure!(
+            bin.is_file(),
+            "${BIN_ENV} is {}, which is no file",
+            bin.display()
+        );
+        return Ok(bin);
+    }
+    let me = std::env::current_exe().context("cannot find the demo's own executable")?;
+    let dir = me
+        .parent()
+        .context("the demo's executable has no directory")?
+        .to_path_buf();
+    let sibling = dir.join("csync2-watch");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    if let (Some(cargo), true) = (std::env::var_os("CARGO"), manifest.is_file()) {
+        build_daemon(&cargo, &manifest, &dir)?;
+        anyhow::ensure!(
+            sibling.is_file(),
+            "cargo built csync2-watch, but not as {}",
+            sibling.display()
+        );
+        return Ok(sibling);
+    }
+    anyhow::ensure!(
+        sibling.is_file(),
+        "no csync2-watch daemon next to {}: run the demo with `cargo run --release -p csync2-watch-demo`, \
+         build both with `cargo build --release`, or set ${BIN_ENV}",
+        me.display()
+    );
+    Ok(sibling)
+}
+
+/// `cargo build -p csync2-watch --bin csync2-watch` into the target
+/// directory and profile whose output directory is `out_dir` (the demo's
+/// own: `<target>/release`, `<target>/debug`, ...).
+fn build_daemon(cargo: &OsString, manifest: &Path, out_dir: &Path) -> anyhow::Result<()> {
+    let profile = match out_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => "release",
+    };
+    let target_dir = out_dir
+        .parent()
+        .context("the demo's executable lies in no target directory")?;
+    say(&format!(
+        "Building the daemon first (cargo build --profile {profile} -p csync2-watch) ..."
+    ));
+    let status = Command::new(cargo)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .args([
+            "--profile",
+            profile,
+            "-p",
+            "csync2-watch",
+            "--bin",
+            "csync2-watch",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .context("cannot run cargo")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo could not build csync2-watch ({status})"
+    );
+    Ok(())
 }
 
 fn say(line: &str) {

@@ -1,12 +1,12 @@
 //! A testbed with `csync2-watch run` on every node: what the integration
-//! tests, the `demo` command and the cluster benchmark drive.
+//! tests, the demo and the cluster benchmark drive.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{escape_bytes, io_err, wait_until, Node, ProcessHandle, Testbed, TestbedError};
-use crate::status::Status;
+use csync2_watch::status::Status;
 
 /// Settings for a test or demo cluster: quick retries and probes.
 pub const QUICK_SETTINGS: &str = r#"

@@ -1,12 +1,15 @@
-//! `csync2-watch demo` end to end: the newcomer's command really builds a
-//! cluster, syncs, reports, and leaves nothing behind.
+//! `csync2-watch-demo` end to end: the newcomer's command really builds a
+//! cluster, syncs, reports, and leaves nothing behind. Run by cargo (which
+//! sets `$CARGO`), the demo builds the daemon it runs, as `cargo run
+//! --release -p csync2-watch-demo` does on a fresh clone.
 
 use std::process::Command;
 
 #[test]
 fn the_demo_shows_changes_arriving_and_cleans_up() {
-    let out = Command::new(env!("CARGO_BIN_EXE_csync2-watch"))
-        .args(["demo", "--changes", "2"])
+    let out = Command::new(env!("CARGO_BIN_EXE_csync2-watch-demo"))
+        .args(["--changes", "2"])
+        .env_remove("CSYNC2_WATCH_BIN")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

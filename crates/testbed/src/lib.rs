@@ -1,5 +1,8 @@
-//! Real csync2 clusters of N nodes on this one machine, for the `demo`
-//! command, the integration tests and the benchmarks.
+//! Real csync2 clusters of N nodes on this one machine, for the demo
+//! (`cargo run --release -p csync2-watch-demo`), csync2-watch's
+//! integration tests and its benchmarks. A crate of its own, a
+//! dev-dependency of csync2-watch: the daemon's binary carries none of this
+//! namespace and mount code.
 //!
 //! Each node has its own network namespace (`eth0` with 10.231.0.<i>/24,
 //! a veth to a bridge that lives in a namespace of its own, so nothing
