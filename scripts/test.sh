@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The package tests check what this builds (a release build, a minute or
 # two on 2 cores).
 ./scripts/package.sh
-cargo test --all-targets
+cargo test --workspace --all-targets

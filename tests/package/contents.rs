@@ -248,7 +248,7 @@ fn check_script(name: &str, body: &str) {
 
 #[test]
 fn deb_holds_the_promised_files_and_metadata() {
-    const T: &str = "package_contents::deb";
+    const T: &str = "package::contents::deb";
     let dir = target_dir().join("debian");
     let arch = run("dpkg", &["--print-architecture"]);
     let deb = dir.join(format!("csync2-watch_{VERSION}-1_{}.deb", arch.trim()));
@@ -388,7 +388,7 @@ fn deb_holds_the_promised_files_and_metadata() {
 
 #[test]
 fn rpm_holds_the_promised_files_and_metadata() {
-    const T: &str = "package_contents::rpm";
+    const T: &str = "package::contents::rpm";
     let arch = std::env::consts::ARCH;
     let rpm = target_dir()
         .join("generate-rpm")

@@ -24,7 +24,7 @@ fn skip(stderr: &str) {
         .unwrap_or("");
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED sysctl_cli: crate::plan is not built yet ({})",
+        "SKIPPED sysctl::cli: crate::plan is not built yet ({})",
         why.trim()
     );
 }
