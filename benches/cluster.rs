@@ -47,7 +47,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -57,8 +57,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use csync2_watch::process;
 use csync2_watch::status::Status;
-use csync2_watch::testbed::{Node, Testbed, TestbedOptions, WatchedCluster, BASE_DIR_ENV};
+use csync2_watch_testbed::{Node, Testbed, TestbedOptions, WatchedCluster, BASE_DIR_ENV};
 
 const DEFAULT_FILES: usize = 170_000;
 /// The watch benchmark's tree: the root, 10 top, 100 mid and 16,900 leaf
@@ -1230,13 +1231,8 @@ fn run_bounded(
         .process_group(0);
     let started = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    let pid = child.id() as i32;
-    // SAFETY: pidfd_open takes a PID and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let pidfd = (fd >= 0).then(|| {
-        // SAFETY: a fresh descriptor we own.
-        unsafe { OwnedFd::from_raw_fd(fd as i32) }
-    });
+    let pid = child.id();
+    let pidfd = process::pidfd_open(pid).ok();
     let mut killed = None;
     loop {
         let elapsed = started.elapsed();
@@ -1247,10 +1243,7 @@ fn run_bounded(
         }
         if killed.is_some() {
             // Not reaped yet (only we reap it): the group id is still its.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = process::kill_group(pid, libc::SIGKILL);
             break;
         }
         let slice = (timeout - elapsed).min(Duration::from_millis(100));
@@ -1269,18 +1262,7 @@ fn run_bounded(
             }
             None => {
                 // No pidfd (old kernel): poll for the exit without reaping.
-                // SAFETY: zeroed siginfo_t is a valid out-parameter.
-                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                let rc = unsafe {
-                    libc::waitid(
-                        libc::P_PID,
-                        pid as libc::id_t,
-                        &mut info,
-                        libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-                    )
-                };
-                // SAFETY: waitid filled (or left zeroed) the structure.
-                if rc != 0 || unsafe { info.si_pid() } != 0 {
+                if process::has_exited(pid).unwrap_or(true) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -1292,8 +1274,8 @@ fn run_bounded(
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // SAFETY: valid pointers; pid is our unreaped child.
-        let rc = unsafe { libc::wait4(pid, &mut raw, 0, &mut ru) };
-        if rc == pid {
+        let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut raw, 0, &mut ru) };
+        if rc == pid as libc::pid_t {
             break;
         }
         let e = std::io::Error::last_os_error();

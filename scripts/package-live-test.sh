@@ -5,7 +5,7 @@
 #   scripts/package-live-test.sh target/debian/csync2-watch_VERSION-1_ARCH.deb
 #
 # Needs root, debootstrap and systemd-container (scripts/setup.sh installs
-# them). tests/package_live.rs runs it as part of `cargo test`.
+# them). tests/package/live.rs runs it as part of `cargo test`.
 #
 # A pristine minimal root (debootstrap --variant=minbase plus systemd) is
 # cached in $CSYNC2_WATCH_TEST_ROOT_CACHE (default

@@ -30,7 +30,9 @@ done
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 
-cargo build --release --locked
+# Only the daemon: the workspace's other crates (the test cluster, the
+# demo) are never packaged.
+cargo build --release --locked -p csync2-watch
 gen=target/package-generated
 rm -rf "$gen"
 "$target_dir/release/csync2-watch" generate man "$gen/man" >/dev/null
@@ -41,10 +43,12 @@ gzip -9n "$gen"/man/*
 deb_out="$target_dir/debian"
 rpm_out="$target_dir/generate-rpm"
 mkdir -p "$deb_out" "$rpm_out"
-deb=$(cargo deb --no-build --locked --output "$deb_out" | tail -n 1)
-pkgid=$(cargo pkgid)
+deb=$(cargo deb -p csync2-watch --no-build --locked --output "$deb_out" | tail -n 1)
+pkgid=$(cargo pkgid -p csync2-watch)
 version=${pkgid##*[#@]}
 rpm="$rpm_out/csync2-watch-$version-1.$(uname -m).rpm"
+# The package of the current directory (generate-rpm's -p takes a
+# directory, not a name).
 cargo generate-rpm --output "$rpm"
 
 echo "deb: $(realpath "$deb")"

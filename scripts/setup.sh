@@ -8,9 +8,9 @@
 set -eu
 
 # debootstrap and systemd-container: the live package test boots a minimal
-# Debian under systemd-nspawn (tests/package_live.rs). lintian, rpmlint,
-# cpio, binutils: tests/package_contents.rs checks the built packages.
-# man-db and groff-base: tests/man_pages.rs renders the man pages.
+# Debian under systemd-nspawn (tests/package/live.rs). lintian, rpmlint,
+# cpio, binutils: tests/package/contents.rs checks the built packages.
+# man-db and groff-base: tests/package/man_pages.rs renders the man pages.
 packages="csync2 sqlite3 inotify-tools iproute2 util-linux procps psmisc rpm bindfs
     debootstrap systemd-container lintian rpmlint cpio binutils man-db groff-base"
 

@@ -7,11 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The API docs build without a warning (broken or private links, stray
 # HTML).
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The package tests check what this builds (a release build, a minute or
 # two on 2 cores).
 ./scripts/package.sh
-cargo test --all-targets
+cargo test --workspace --all-targets

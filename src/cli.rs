@@ -13,7 +13,7 @@ pub mod docs;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::cmd::check_config::CheckConfigArgs;
 use crate::cmd::events::EventsArgs;
@@ -68,27 +68,9 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Size inotify's kernel limits for the configured trees.
     Sysctl(SysctlArgs),
-    /// Start a 3-node csync2 cluster on this machine and show changes arrive.
-    Demo(DemoArgs),
     /// Write the man pages or the shell completions into DIR (for packaging).
     #[command(hide = true)]
     Generate(GenerateArgs),
-}
-
-/// `demo`'s arguments. They stay here, and `cmd/demo.rs` imports them
-/// from here (the one arrow that runs up), until the demo moves into the
-/// testbed's own crate.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
-    /// How many single-file changes to time.
-    #[arg(long, default_value_t = 10)]
-    pub changes: usize,
-    /// Leave the cluster running until Ctrl-C instead of cleaning up at once.
-    #[arg(long)]
-    pub keep: bool,
 }
 
 /// Parse the command line, run the command, print an error once.
@@ -130,7 +112,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Status(args) => cmd::status::run(args),
         Command::Reload(args) => cmd::reload::run(args),
         Command::Sysctl(args) => cmd::sysctl::run(args),
-        Command::Demo(args) => cmd::demo::run(args),
         Command::Generate(args) => docs::generate(args),
     }
 }

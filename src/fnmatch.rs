@@ -2,7 +2,7 @@
 //! locale (csync2 never calls `setlocale`). Owns nothing but the matching
 //! rules; see [`fnmatch`].
 //!
-//! The rules, as verified against glibc 2.36 by `tests/fnmatch_libc.rs`:
+//! The rules, as verified against glibc 2.36 by `tests/config/fnmatch_libc.rs`:
 //! * bytes, not characters; no case folding; no `FNM_PERIOD`;
 //! * `?` one byte, `*` any run of bytes; with [`Flags::PATHNAME`] neither
 //!   (nor a bracket) ever matches `/`;

@@ -10,7 +10,6 @@
 #![forbid(unsafe_code)]
 
 pub mod check_config;
-pub mod demo;
 pub mod events;
 pub mod matching;
 mod opts;

@@ -7,13 +7,14 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::parse::LineSplitter;
 use super::RunError;
+use crate::process::{kill_group, pidfd_open};
 
 /// After SIGTERM, how long a stalled process gets before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -42,18 +43,6 @@ pub(crate) fn own_group_and_pdeathsig(cmd: &mut Command) {
             }
             Ok(())
         });
-    }
-}
-
-/// A pidfd for `pid` (Linux 5.3+), readable once the process has exited.
-pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: plain syscall; on success the kernel hands us a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        None
-    } else {
-        // SAFETY: fd is a fresh descriptor we own.
-        Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
 }
 
@@ -99,14 +88,6 @@ pub(crate) fn io_counter(pid: u32) -> Option<u64> {
     }
     let mut total = 0u64;
     one(pid, &mut total, 0).then_some(total)
-}
-
-/// Signal the process group led by `pid` (which must not be reaped yet).
-pub(crate) fn kill_group(pid: u32, sig: libc::c_int) {
-    // SAFETY: plain syscall.
-    unsafe {
-        libc::kill(-(pid as libc::pid_t), sig);
-    }
 }
 
 /// Wait up to `timeout` for `child` to exit (polling the pidfd when there
@@ -160,7 +141,7 @@ pub(crate) fn run(
         source,
     })?;
     let pid = child.id();
-    let pidfd = pidfd_open(pid);
+    let pidfd = pidfd_open(pid).ok();
     let mut out = child.stdout.take().expect("stdout is piped");
     let mut err = child.stderr.take().expect("stderr is piped");
     let spawn_err = |source| RunError::Spawn {
@@ -290,13 +271,13 @@ pub(crate) fn run(
                     stalled_for = ?now.duration_since(last_progress),
                     "csync2 made no progress; killing its process group"
                 );
-                kill_group(pid, libc::SIGTERM);
+                let _ = kill_group(pid, libc::SIGTERM);
                 let st = wait_timeout(&mut child, pidfd.as_ref(), KILL_GRACE)
                     .ok()
                     .flatten();
                 if st.is_none() {
                     // Still unreaped, so the group id cannot be reused yet.
-                    kill_group(pid, libc::SIGKILL);
+                    let _ = kill_group(pid, libc::SIGKILL);
                     let _ = child.wait();
                 }
                 return Err(RunError::Stalled {

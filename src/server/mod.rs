@@ -73,7 +73,8 @@ mod sockets;
 
 pub use sockets::inbound_connections;
 
-use crate::runner::process::{describe, kill_group, own_group_and_pdeathsig};
+use crate::process::{kill_group, wait_exited};
+use crate::runner::process::{describe, own_group_and_pdeathsig};
 use crate::runner::server_parse::{find, find_quoted, split_pid, MARKING, SQL_FORGET, SQL_RECORD};
 use crate::runner::{display_line, looks_like_error, Csync2};
 
@@ -343,7 +344,7 @@ impl LocalServer {
             if let Some(pid) = st.pid {
                 // Unreaped (the supervisor clears pid before reaping), so
                 // the group id is still ours.
-                kill_group(pid, libc::SIGTERM);
+                let _ = kill_group(pid, libc::SIGTERM);
             }
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -359,7 +360,7 @@ impl LocalServer {
             }
             if let Some(pid) = st.pid {
                 tracing::warn!(pid, "csync2 -ii ignored SIGTERM; killing it");
-                kill_group(pid, libc::SIGKILL);
+                let _ = kill_group(pid, libc::SIGKILL);
             }
         }
         let _ = sup.join();
@@ -453,30 +454,6 @@ impl State {
             name,
             done_at: SystemTime::now(),
         });
-    }
-}
-
-/// Wait (without reaping) until `pid` has exited.
-fn wait_exited(pid: u32) -> std::io::Result<()> {
-    loop {
-        // SAFETY: waitid fills a zeroed siginfo_t; WNOWAIT leaves the
-        // child waitable so that `Child::wait` reaps it afterwards.
-        let rc = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

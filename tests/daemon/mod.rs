@@ -1,0 +1,8 @@
+//! `csync2-watch run` on a real 3-node csync2 cluster: changes, operating
+//! it, faults, crashes and recovery, `reload`.
+
+mod changes;
+mod control;
+mod crash_recovery;
+mod faults;
+mod reload_cli;
