@@ -291,6 +291,12 @@ impl Daemon {
         } else {
             self.begin_run(RunMode::Check, &scope)
         };
+        debug!(
+            check = check.len(),
+            trees = batch.trees.len(),
+            mark = mark.len(),
+            "batch: checking"
+        );
         let run = Run::begin();
         let result = (|| -> Result<(), RunError> {
             if !check.is_empty() {

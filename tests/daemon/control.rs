@@ -197,42 +197,51 @@ fn changes_keep_flowing_while_a_full_check_runs() {
         Duration::from_secs(300),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let out = cli_watched(&c, 0, &["sync", "--full"]);
-    assert!(out.status.success(), "{out:?}");
+    // The change is made while the full check's `csync2 -cr /` runs: the
+    // test sees that process. (Writing it after `sync --full` returned, as
+    // this test once did, often came after a 0.3 s full check had ended:
+    // `sync` waits for a status file written at most twice a second.)
+    let pid = c.daemon_pid(0).expect("daemon runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let running = wait_until(Duration::from_secs(30), || {
+        crate::support::children_of(pid).iter().any(|(_, a)| {
+            crate::support::has_arg(a, "-c")
+                && crate::support::has_arg(a, "-r")
+                && crate::support::has_arg(a, "/")
+        })
+    });
+    assert!(
+        running,
+        "no full check ran after SIGUSR1\n{}",
+        c.logs_tail(40)
+    );
     fs::write(c.node(0).host_path("during-full"), b"f").unwrap();
     assert!(wait_until(SETTLE, || c
         .node(1)
         .host_path("during-full")
         .exists()));
     // The change went out while the full check was still running: its
-    // batch sits between the full check's start and end in the log.
+    // batch began between the full check's start and end in the log.
     let log = c.log(0);
     let started = log
         .rfind("full check (requested")
         .expect("full check started");
-    let batch = log[started..].find("batch checked").map(|i| i + started);
+    let batch = log[started..].find("batch: checking").map(|i| i + started);
     let done = log[started..].find("full check done").map(|i| i + started);
     match (batch, done) {
-        (Some(b), Some(d)) => assert!(b < d, "the change waited for the full check"),
+        (Some(b), Some(d)) => assert!(
+            b < d,
+            "the change waited for the full check:\n{}",
+            &log[started..]
+        ),
         (Some(_), None) => {} // still running: even better
         _ => panic!(
             "no batch after the full check started:\n{}",
             &log[started..]
         ),
     }
-}
-
-fn cli_watched(
-    c: &csync2_watch_testbed::WatchedCluster,
-    node: usize,
-    args: &[&str],
-) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("-N")
-        .arg(c.node(node).name())
-        .arg("--state-dir")
-        .arg(c.node(node).state_dir())
-        .output()
-        .unwrap()
 }

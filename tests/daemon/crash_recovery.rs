@@ -109,47 +109,16 @@ fn kill_9_inside_the_start_up_full_check_loses_nothing() {
             fs::write(dir.join(format!("f{k}")), format!("round {round} file {k}")).unwrap();
         }
         let pause = Duration::from_millis(rng.below(20));
-        kill_during(&mut c, 0, |a| has(a, "-c") && has(a, "-r"), pause);
+        kill_during(
+            &mut c,
+            0,
+            |a| crate::support::has_arg(a, "-c") && crate::support::has_arg(a, "-r"),
+            pause,
+        );
     }
     c.start_daemon(0);
     c.wait_ready(0);
     c.wait_converged(Duration::from_secs(120));
-}
-
-/// The command lines of `pid`'s children.
-fn children(pid: u32) -> Vec<(i32, Vec<String>)> {
-    let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let ppid: u32 = after
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if ppid != pid {
-            continue;
-        }
-        let cmdline = fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-        let args = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        out.push((child, args));
-    }
-    out
 }
 
 /// Wait until node `i`'s daemon runs a csync2 child whose arguments
@@ -164,7 +133,10 @@ fn kill_during(
     let pid = c.daemon_pid(i).expect("daemon runs");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some((_, args)) = children(pid).into_iter().find(|(_, a)| want(a)) {
+        if let Some((_, args)) = crate::support::children_of(pid)
+            .into_iter()
+            .find(|(_, a)| want(a))
+        {
             std::thread::sleep(after);
             kill_daemon_alone(c, i);
             return args;
@@ -176,10 +148,6 @@ fn kill_during(
         );
         std::thread::sleep(Duration::from_micros(200));
     }
-}
-
-fn has(args: &[String], flag: &str) -> bool {
-    args.iter().any(|a| a == flag)
 }
 
 /// csync2's database of node `i` (`-D DIR`, sqlite: `NODE.db3`).
@@ -297,7 +265,12 @@ fn an_update_killed_mid_transfer_is_resent() {
         .map(|i| i.wrapping_mul(2_654_435_761) as u8)
         .collect();
     fs::write(c.path(0, "big"), &big).unwrap();
-    let args = kill_during(&mut c, 0, |a| has(a, "-u"), Duration::ZERO);
+    let args = kill_during(
+        &mut c,
+        0,
+        |a| crate::support::has_arg(a, "-u"),
+        Duration::ZERO,
+    );
     eprintln!("killed during {args:?}");
     c.start_daemon(0);
     c.wait_ready(0);
@@ -317,7 +290,12 @@ fn the_daemon_killed_during_its_start_up_full_check_loses_nothing() {
         }
     }
     c.start_daemon(0);
-    let args = kill_during(&mut c, 0, |a| has(a, "-c") && has(a, "-r"), Duration::ZERO);
+    let args = kill_during(
+        &mut c,
+        0,
+        |a| crate::support::has_arg(a, "-c") && crate::support::has_arg(a, "-r"),
+        Duration::ZERO,
+    );
     eprintln!("killed during {args:?}");
     c.start_daemon(0);
     c.wait_ready(0);

@@ -194,3 +194,45 @@ fn a_child_test_named_with_its_module_path_is_found() {
         "journal::crash::crash_child"
     );
 }
+
+/// The command lines of `pid`'s children (from /proc), to catch a
+/// daemon in the middle of a given csync2 run.
+pub fn children_of(pid: u32) -> Vec<(i32, Vec<String>)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let ppid: u32 = after
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if ppid != pid {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+        let args = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.push((child, args));
+    }
+    out
+}
+
+/// Does `args` hold exactly `flag`?
+pub fn has_arg(args: &[String], flag: &str) -> bool {
+    args.iter().any(|a| a == flag)
+}
