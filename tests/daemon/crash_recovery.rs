@@ -226,17 +226,10 @@ fn an_interrupted_mark_is_recovered() {
     assert!(c.path(2, "interrupted-mark").exists());
 }
 
-#[test]
-fn a_recovery_pushes_only_what_changed_never_the_whole_tree() {
-    let mut c = Cluster::start("");
-    for i in 0..200 {
-        fs::write(c.path(0, format!("settled-{i}")), format!("{i}")).unwrap();
-    }
-    c.wait_converged(Duration::from_secs(60));
-    // Let csync2 -M confirm what the peers hold.
-    std::thread::sleep(Duration::from_secs(2));
-    leave_recorded_but_not_dirty(&mut c, "the-one-change", RunMode::Full);
-    // The journal now says a full check of every tree was interrupted.
+/// Journal a full check of every tree as interrupted (node 1's daemon is
+/// not running), start the daemon, let it converge, and return how many
+/// paths its recovery forced dirty.
+fn restart_after_an_interrupted_full_check(c: &mut Cluster) -> u64 {
     let mut j = Journal::open(c.node(0).state_dir()).unwrap();
     j.begin_run(
         RunMode::Full,
@@ -250,7 +243,21 @@ fn a_recovery_pushes_only_what_changed_never_the_whole_tree() {
     c.start_daemon(0);
     c.wait_ready(0);
     c.wait_converged(Duration::from_secs(60));
-    let forced = c.status(0).unwrap().counters.forced;
+    c.status(0).unwrap().counters.forced
+}
+
+#[test]
+fn a_recovery_pushes_only_what_changed_never_the_whole_tree() {
+    let mut c = Cluster::start("");
+    for i in 0..200 {
+        fs::write(c.path(0, format!("settled-{i}")), format!("{i}")).unwrap();
+    }
+    c.wait_converged(Duration::from_secs(60));
+    // Let csync2 -M confirm what the peers hold.
+    std::thread::sleep(Duration::from_secs(2));
+    leave_recorded_but_not_dirty(&mut c, "the-one-change", RunMode::Full);
+    // The journal now says a full check of every tree was interrupted.
+    let forced = restart_after_an_interrupted_full_check(&mut c);
     assert!(
         (1..50).contains(&forced),
         "recovery forced {forced} paths dirty: it must force the change, and not the 200 settled files\n{}",
@@ -474,19 +481,6 @@ fn filling_the_record_over_existing_data_pushes_nothing() {
     fs::write(c.path(0, "fresh"), b"new").unwrap();
     c.wait_converged(Duration::from_secs(60));
     kill_daemon_alone(&mut c, 0);
-    let mut j = Journal::open(&state).unwrap();
-    j.begin_run(
-        RunMode::Full,
-        &[ScopeEntry {
-            path: "/".into(),
-            recursive: true,
-        }],
-    )
-    .unwrap();
-    drop(j);
-    c.start_daemon(0);
-    c.wait_ready(0);
-    c.wait_converged(Duration::from_secs(60));
-    let forced = c.status(0).unwrap().counters.forced;
+    let forced = restart_after_an_interrupted_full_check(&mut c);
     assert!(forced <= 3, "forced {forced}\n{}", c.log(0));
 }
