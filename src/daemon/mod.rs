@@ -260,21 +260,34 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs:
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((_, errno)) => {
-            let holder = Status::read(state_dir)
-                .ok()
-                .filter(|s| s.daemon_alive())
-                .map(|s| format!(" (pid {})", s.pid))
-                .unwrap_or_default();
-            anyhow::bail!(
-                "another csync2-watch{holder} already runs with state directory {} ({errno}); \
-                 stop it, or give this one its own --state-dir",
-                state_dir.display()
-            )
+    // A daemon that was just SIGKILLed can leave its lock behind for a
+    // moment: a child it was forking holds a copy of the descriptor until
+    // it execs csync2 (close-on-exec). So a busy lock is tried for a few
+    // seconds before it is taken for a daemon that runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut file = file;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err((_, errno)) => break Err(errno),
         }
     }
+    .map_err(|errno| {
+        let holder = Status::read(state_dir)
+            .ok()
+            .filter(|s| s.daemon_alive())
+            .map(|s| format!(" (pid {})", s.pid))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "another csync2-watch{holder} already runs with state directory {} ({errno}); \
+                 stop it, or give this one its own --state-dir",
+            state_dir.display()
+        )
+    })
 }
 
 /// The addresses csync2 -ii binds with `-N NAME` (none: all addresses).

@@ -414,10 +414,31 @@ fn a_full_disk_under_the_state_directory_keeps_changes_flowing() {
         .output()
         .unwrap();
     assert!(!fill.status.success(), "dd filled the disk");
-    for i in 0..20 {
-        fs::write(c.path(0, format!("disk-full-{i}")), format!("{i}")).unwrap();
+    // SQLite reuses the pages its WAL already has, so the first few
+    // changes may still be journaled; change files until the journal
+    // needs room it cannot get.
+    let mut written = 0;
+    let failed = |c: &Cluster| c.log(0).contains("syncing goes on");
+    while written < 5000 && !failed(&c) {
+        for _ in 0..100 {
+            fs::write(
+                c.path(0, format!("disk-full-{written}")),
+                format!("{written}"),
+            )
+            .unwrap();
+            written += 1;
+        }
+        wait_until(Duration::from_secs(2), || failed(&c));
     }
-    c.wait_converged(Duration::from_secs(60));
+    assert!(
+        failed(&c),
+        "the journal never ran out of room\n{}",
+        c.logs_tail()
+    );
+    eprintln!("the journal failed after {written} changed files");
+    // Changes keep flowing while the journal cannot be written.
+    fs::write(c.path(0, "while-full"), b"still synced").unwrap();
+    c.wait_converged(Duration::from_secs(120));
     // Room again: the status file can say what happened.
     let rm = c.node(0).command("rm").arg(&filler).output().unwrap();
     assert!(rm.status.success());
