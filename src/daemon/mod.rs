@@ -192,6 +192,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         status: Status::default(),
         status_written: None,
         status_dirty: true,
+        status_write_failed: false,
         heartbeat: watchdog.heartbeat(),
     };
     daemon.init_status();
@@ -381,6 +382,8 @@ struct Daemon {
     status: Status,
     status_written: Option<Instant>,
     status_dirty: bool,
+    /// The last status write failed (said once).
+    status_write_failed: bool,
     /// Tells the systemd watchdog that the control loop is alive.
     heartbeat: watchdog::Heartbeat,
 }

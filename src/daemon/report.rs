@@ -149,8 +149,15 @@ impl Daemon {
         self.status.server.restarts = server.restarts;
         self.status.server.connections = server.connections;
         self.status.server.last_error = server.last_error;
-        if let Err(e) = self.status.write(&self.state_dir) {
-            warn!("cannot write status: {e}");
+        match self.status.write(&self.state_dir) {
+            // Said once until it works again (a full disk would repeat it
+            // twice a second).
+            Err(e) if !self.status_write_failed => {
+                warn!("cannot write status: {e}");
+                self.status_write_failed = true;
+            }
+            Err(e) => debug!("cannot write status: {e}"),
+            Ok(()) => self.status_write_failed = false,
         }
         if let Some(path) = self.metrics_file() {
             if let Err(e) = self.status.write_metrics(&path) {

@@ -453,9 +453,15 @@ fn a_full_disk_under_the_state_directory_keeps_changes_flowing() {
     // The next start rechecks every tree.
     assert!(c.stop_daemon(0).is_some_and(|s| s.success()));
     c.start_daemon(0);
+    // (Its status file is on the tmpfs, which only node 1's mount
+    // namespace sees: read the log.)
+    let said = wait_until(Duration::from_secs(30), || {
+        let log = c.log(0);
+        log.rfind("starting node")
+            .is_some_and(|at| log[at..].contains("missed writes"))
+    });
+    assert!(said, "the restart did not recheck every tree\n{}", c.log(0));
     c.wait_converged(Duration::from_secs(60));
-    let log = c.log(0);
-    assert!(log.contains("missed writes"), "{log}");
 }
 
 /// The number in `KEY=N` of the last log line containing `what`.
