@@ -97,9 +97,15 @@ pub fn must_force(s: Standing<'_>, recent_ms: Option<i64>) -> bool {
         return true;
     }
     match (s.disk, recent_ms) {
-        (Some(d), Some(cutoff)) => d.mode & S_IFMT == S_IFREG && ctime_ms(d) >= cutoff,
+        (Some(d), Some(cutoff)) => recent(d, cutoff),
         _ => false,
     }
+}
+
+/// A regular file whose inode changed at or after `cutoff_ms` (wall-clock
+/// ms): one the dead daemon may have seen change without journaling it.
+pub fn recent(s: &Snapshot, cutoff_ms: i64) -> bool {
+    s.mode & S_IFMT == S_IFREG && ctime_ms(s) >= cutoff_ms
 }
 
 fn ctime_ms(s: &Snapshot) -> i64 {

@@ -224,7 +224,13 @@ impl Daemon {
                     // A walk of a big, cold tree is work too.
                     heartbeat.beat();
                 }
-                if self.doubt.covers(&path) || dirty.contains(&path) {
+                // What is in doubt is left to recovery, which forces what
+                // the record does not hold.
+                let recent = self
+                    .doubt
+                    .recent_ms
+                    .is_some_and(|cut| confirm::recent(&snap, cut));
+                if recent || self.doubt.covers(&path) || dirty.contains(&path) {
                     return;
                 }
                 let Some(recorded) = known.get(&path) else {
