@@ -108,6 +108,26 @@ fn snapshot_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Snapsho
 
 const SNAPSHOT_COLUMNS: &str = "dev, ino, mode, uid, gid, size, rdev, mtime_ns, ctime_ns";
 
+/// Run an `INSERT ... (path, SNAPSHOT_COLUMNS) VALUES (?1, ..., ?10)`.
+fn insert_snapshot(
+    st: &mut rusqlite::CachedStatement<'_>,
+    path: &[u8],
+    s: &Snapshot,
+) -> rusqlite::Result<usize> {
+    st.execute(params![
+        path,
+        s.dev as i64,
+        s.ino as i64,
+        s.mode as i64,
+        s.uid as i64,
+        s.gid as i64,
+        s.size as i64,
+        s.rdev as i64,
+        ns(s.mtime_sec, s.mtime_nsec),
+        ns(s.ctime_sec, s.ctime_nsec),
+    ])
+}
+
 /// The byte range of paths strictly below `dir` (`dir/` .. `dir0`), the
 /// trick csync2 uses on its own tables; `/` covers everything.
 fn below(dir: &Path) -> (Vec<u8>, Vec<u8>) {
@@ -248,18 +268,7 @@ impl Journal {
             for (p, snap) in items {
                 let bytes = path_bytes(p);
                 match snap {
-                    Some(s) => upsert.execute(params![
-                        bytes,
-                        s.dev as i64,
-                        s.ino as i64,
-                        s.mode as i64,
-                        s.uid as i64,
-                        s.gid as i64,
-                        s.size as i64,
-                        s.rdev as i64,
-                        ns(s.mtime_sec, s.mtime_nsec),
-                        ns(s.ctime_sec, s.ctime_nsec),
-                    ]),
+                    Some(s) => insert_snapshot(&mut upsert, bytes, s),
                     None => delete.execute(params![bytes]),
                 }
                 .map_err(err)?;
@@ -333,19 +342,7 @@ impl Journal {
                 ))
                 .map_err(err)?;
             for (p, s) in items {
-                st.execute(params![
-                    path_bytes(p),
-                    s.dev as i64,
-                    s.ino as i64,
-                    s.mode as i64,
-                    s.uid as i64,
-                    s.gid as i64,
-                    s.size as i64,
-                    s.rdev as i64,
-                    ns(s.mtime_sec, s.mtime_nsec),
-                    ns(s.ctime_sec, s.ctime_nsec),
-                ])
-                .map_err(err)?;
+                insert_snapshot(&mut st, path_bytes(p), s).map_err(err)?;
             }
         }
         tx.execute(
