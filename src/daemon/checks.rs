@@ -66,6 +66,12 @@ impl Daemon {
         }
     }
 
+    /// The real path of a `csync2 -M` entry.
+    pub(super) fn dirty_path(&self, d: &crate::runner::DirtyEntry) -> Option<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        self.real_path(d.path.as_os_str().as_bytes())
+    }
+
     /// Start the pending full check in the background: a full check of a
     /// large tree takes seconds, and changes keep flowing meanwhile (csync2
     /// serialises the database itself, and commits often for that reason).

@@ -161,16 +161,8 @@ impl Daemon {
                     .iter()
                     .take(10)
                     .map(|e| {
-                        use std::os::unix::ffi::OsStrExt;
-                        format!(
-                            "{} -> {}",
-                            display_bytes(
-                                &self
-                                    .real_path(e.path.as_os_str().as_bytes())
-                                    .unwrap_or_else(|| e.path.clone())
-                            ),
-                            e.peer
-                        )
+                        let path = self.dirty_path(e).unwrap_or_else(|| e.path.clone());
+                        format!("{} -> {}", display_bytes(&path), e.peer)
                     })
                     .collect();
                 self.ctl.sched.verified(&dirty, Instant::now());

@@ -200,10 +200,7 @@ impl Daemon {
         };
         let dirty: HashSet<PathBuf> = dirty
             .into_iter()
-            .filter_map(|d| {
-                use std::os::unix::ffi::OsStrExt;
-                self.real_path(d.path.as_os_str().as_bytes())
-            })
+            .filter_map(|d| self.dirty_path(&d))
             .collect();
         let known: HashMap<PathBuf, Vec<u8>> = known
             .into_iter()
@@ -274,22 +271,12 @@ impl Daemon {
         self.set_state("recovering");
         self.absorb_receipts();
         let started = Instant::now();
-        let force = match self.paths_to_force() {
+        let force = match self.paths_to_force(true) {
             Ok(f) => f,
             Err(e) => {
                 self.journal_failed("reading the confirmed record", &e);
                 // Without the record, everything in doubt is forced.
-                let mut all = Vec::new();
-                let plan = self.plan.clone();
-                for dir in &self.doubt.trees {
-                    crate::walk::synced_under(plan.as_ref(), plan.roots(), dir, &mut |p, snap| {
-                        all.push((p, Some(snap)))
-                    });
-                }
-                for p in &self.doubt.exact {
-                    all.push((p.clone(), Snapshot::lstat(p)));
-                }
-                all
+                self.paths_to_force(false).unwrap_or_default()
             }
         };
         let paths: Vec<PathBuf> = force.iter().map(|(p, _)| p.clone()).collect();
@@ -348,8 +335,27 @@ impl Daemon {
         Ok(())
     }
 
-    /// Walk what is in doubt and pick what must be forced dirty.
-    fn paths_to_force(&self) -> Result<Vec<(PathBuf, Option<Snapshot>)>, JournalError> {
+    /// Walk what is in doubt and pick what must be forced dirty, comparing
+    /// with the record (`use_record` false: as if it were empty, when it
+    /// cannot be read).
+    fn paths_to_force(
+        &self,
+        use_record: bool,
+    ) -> Result<Vec<(PathBuf, Option<Snapshot>)>, JournalError> {
+        let record_under = |dir: &Path| {
+            if use_record {
+                self.journal.confirmed_under(dir)
+            } else {
+                Ok(HashMap::new())
+            }
+        };
+        let record_of = |path: &Path| {
+            if use_record {
+                self.journal.confirmed(path)
+            } else {
+                Ok(None)
+            }
+        };
         let mut out = Vec::new();
         let plan = self.plan.clone();
         let recent = self.doubt.recent_ms;
@@ -373,7 +379,7 @@ impl Daemon {
             }
         };
         if self.doubt.everywhere() {
-            let mut confirmed = self.journal.confirmed_under(Path::new("/"))?;
+            let mut confirmed = record_under(Path::new("/"))?;
             crate::walk::synced_under(plan.as_ref(), plan.roots(), Path::new("/"), &mut |p, s| {
                 let c = confirmed.remove(&p);
                 judge(p, Some(s), c.as_ref(), &mut out);
@@ -385,7 +391,7 @@ impl Daemon {
         } else {
             let mut seen = HashSet::new();
             for dir in &self.doubt.trees {
-                let mut confirmed = self.journal.confirmed_under(dir)?;
+                let mut confirmed = record_under(dir)?;
                 crate::walk::synced_under(plan.as_ref(), plan.roots(), dir, &mut |p, s| {
                     let c = confirmed.remove(&p);
                     if seen.insert(p.clone()) {
@@ -400,7 +406,7 @@ impl Daemon {
             }
             for p in &self.doubt.exact {
                 if seen.insert(p.clone()) {
-                    let c = self.journal.confirmed(p)?;
+                    let c = record_of(p)?;
                     judge(p.clone(), Snapshot::lstat(p), c.as_ref(), &mut out);
                 }
             }
@@ -426,13 +432,7 @@ impl Daemon {
         if self.awaiting.is_empty() {
             return;
         }
-        let still: HashSet<PathBuf> = dirty
-            .iter()
-            .filter_map(|d| {
-                use std::os::unix::ffi::OsStrExt;
-                self.real_path(d.path.as_os_str().as_bytes())
-            })
-            .collect();
+        let still: HashSet<PathBuf> = dirty.iter().filter_map(|d| self.dirty_path(d)).collect();
         let mut done = Vec::new();
         self.awaiting.retain(|p, snap| {
             if still.contains(p) {
