@@ -63,6 +63,38 @@ pub struct Status {
     pub unsynced_count: u64,
     #[serde(default)]
     pub unsynced: Vec<String>,
+    /// The last reconcile (a walk of the trees compared with the stat
+    /// cache), and the last deep check (`csync2 -cr`).
+    #[serde(default)]
+    pub last_reconcile: Option<ReconcileInfo>,
+    #[serde(default)]
+    pub last_deep_check: Option<RunInfo>,
+    /// Paths in the stat cache (what csync2 recorded, as the daemon knows it).
+    #[serde(default)]
+    pub cache_paths: u64,
+}
+
+/// One reconcile: what it walked, what differed, what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileInfo {
+    /// Unix seconds when it ended.
+    pub at: u64,
+    /// `/` or the trees it covered.
+    pub scope: Vec<PathBuf>,
+    /// Why it ran (start-up, periodic, overflow, watch failed, polled, ...).
+    pub reason: String,
+    /// Paths walked (every synced path in scope).
+    pub walked: u64,
+    /// Paths that appeared, vanished or differ from the cache.
+    pub differing: u64,
+    /// Of those, paths forced dirty with `csync2 -m` (changes csync2's
+    /// check text cannot see).
+    pub marked: u64,
+    /// Wall time of the walk and compare alone, and of the whole reconcile
+    /// (csync2 runs included).
+    pub walk_millis: u64,
+    pub millis: u64,
+    pub ok: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +102,8 @@ pub struct WatchStatus {
     pub ready: bool,
     pub directories: u64,
     pub roots: Vec<PathBuf>,
+    /// Trees inotify cannot fully see (network and FUSE filesystems),
+    /// reconciled every `blind_poll_interval`, with the filesystem type.
     pub network_fs: Vec<(PathBuf, String)>,
     pub degraded: Vec<PathBuf>,
     pub overflows: u64,
@@ -122,6 +156,11 @@ pub struct Counters {
     /// Paths recovery forced dirty.
     #[serde(default)]
     pub forced: u64,
+    /// Reconciles run, and deep checks (`csync2 -cr`).
+    #[serde(default)]
+    pub reconciles: u64,
+    #[serde(default)]
+    pub deep_checks: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
