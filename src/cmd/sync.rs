@@ -17,9 +17,14 @@ pub struct SyncArgs {
     pub csync2: Csync2Opts,
     #[command(flatten)]
     pub watch: WatchOpts,
-    /// Run a full check of every tree and update every peer.
+    /// Reconcile every tree (walk it and compare with the stat cache),
+    /// then update every peer.
     #[arg(long)]
     pub full: bool,
+    /// With --full: also run csync2's own full check (`csync2 -cr`) of
+    /// every tree, which reads csync2's database for every file.
+    #[arg(long, requires = "full")]
+    pub deep: bool,
     /// Paths to queue for checking (default: flush what is pending).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -34,7 +39,9 @@ pub fn run(args: SyncArgs) -> anyhow::Result<u8> {
             status.state_dir.display()
         );
     }
-    let request = if args.full {
+    let request = if args.deep {
+        Request::Deep
+    } else if args.full {
         Request::Full
     } else if !args.paths.is_empty() {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -70,6 +77,7 @@ pub fn run(args: SyncArgs) -> anyhow::Result<u8> {
                 "{} (csync2-watch pid {})",
                 match request {
                     Request::Full => "full sync started",
+                    Request::Deep => "deep check started",
                     Request::Paths(_) => "paths queued",
                     Request::Flush => "updating every peer now",
                 },

@@ -189,6 +189,11 @@ impl Daemon {
                     self.ctl
                         .request_full(None, "requested by csync2-watch sync");
                 }
+                Request::Deep => {
+                    info!("deep check requested");
+                    self.ctl
+                        .request_full(None, "requested by csync2-watch sync --deep");
+                }
                 Request::Flush => {
                     info!("flush requested: updating every peer now");
                     self.ctl.flush(Instant::now());

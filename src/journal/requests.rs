@@ -21,11 +21,14 @@ pub enum Request {
     Full,
     /// Skip the batch delay and update every peer now.
     Flush,
+    /// A deep check now: a reconcile, then `csync2 -cr` of every tree.
+    Deep,
 }
 
 const REQ_PATHS: i64 = 1;
 const REQ_FULL: i64 = 2;
 const REQ_FLUSH: i64 = 3;
+const REQ_DEEP: i64 = 4;
 
 impl Journal {
     /// Leave a request for the daemon (used by `csync2-watch sync`).
@@ -36,6 +39,7 @@ impl Journal {
             Request::Paths(_) => REQ_PATHS,
             Request::Full => REQ_FULL,
             Request::Flush => REQ_FLUSH,
+            Request::Deep => REQ_DEEP,
         };
         tx.execute("INSERT INTO requests (kind) VALUES (?1)", params![kind])
             .map_err(err)?;
@@ -81,6 +85,7 @@ impl Journal {
                 out.push(match *kind {
                     REQ_FULL => Request::Full,
                     REQ_FLUSH => Request::Flush,
+                    REQ_DEEP => Request::Deep,
                     REQ_PATHS => {
                         let rows = st
                             .query_map(params![id], |r| Ok(blob(r.get_ref(0)?)))
