@@ -1,11 +1,13 @@
-//! What the peers were last confirmed to hold, and which paths recovery
-//! must force dirty (pure: callers pass stats, records and times in).
+//! Which paths recovery must force dirty, and how the stat cache is
+//! first filled (pure: callers pass stats, records and times in).
 //!
-//! The daemon keeps, per synced path, the stat the path had when csync2
-//! last reported it clean towards every peer (`csync2 -M` after an update)
-//! or when the local csync2 server received it from a peer. It is never
-//! written from raw events, so a crash between an event and its sync
-//! cannot make the record agree with a disk the peers have not seen.
+//! The record here is the stat cache ([`crate::statcache`]): per synced
+//! path, the state csync2 last recorded through the daemon's own runs (a
+//! check whose lstat did not change across it, or a file the local server
+//! received). It is never written from raw events, so a crash between an
+//! event and its check cannot make the record agree with a disk csync2
+//! has not seen; and where the record holds a state, csync2 marked it
+//! dirty if the peers needed it, so its dirty rows carry it to them.
 //!
 //! After a crash, csync2's own database cannot be trusted where a csync2
 //! run was interrupted: csync2 commits every 1,000 statements or 3 s, so a
@@ -28,8 +30,9 @@
 //!
 //! The record is first filled from csync2's own database (`csync2 -L`,
 //! `-M`): a path whose current stat gives exactly the check text csync2
-//! recorded, and that is dirty towards no peer, is what the peers hold
-//! ([`checktxt`] rebuilds csync2's check text from a stat).
+//! recorded, and that is dirty towards no peer, is what csync2 holds and
+//! what the peers hold ([`checktxt`] rebuilds csync2's check text from a
+//! stat).
 //!
 //! Layer: core. Imports [`crate::statcache`] only.
 
@@ -45,29 +48,6 @@ const S_IFCHR: u32 = 0o020000;
 const S_IFBLK: u32 = 0o060000;
 const S_IFIFO: u32 = 0o010000;
 const S_IFSOCK: u32 = 0o140000;
-
-/// Does the disk hold what the peers were confirmed to hold? The same
-/// inode, unchanged: for files, devices and links every stat field,
-/// ctime included (nothing can set ctime back, so `touch -d` to an old
-/// mtime or `cp -p` over the file shows); for directories only what csync2
-/// syncs of them (their ctime moves with every entry added or removed).
-pub fn same_state(disk: &Snapshot, confirmed: &Snapshot) -> bool {
-    let common = disk.dev == confirmed.dev
-        && disk.ino == confirmed.ino
-        && disk.mode == confirmed.mode
-        && disk.uid == confirmed.uid
-        && disk.gid == confirmed.gid;
-    if disk.mode & S_IFMT == S_IFDIR {
-        return common;
-    }
-    common
-        && disk.size == confirmed.size
-        && disk.rdev == confirmed.rdev
-        && disk.mtime_sec == confirmed.mtime_sec
-        && disk.mtime_nsec == confirmed.mtime_nsec
-        && disk.ctime_sec == confirmed.ctime_sec
-        && disk.ctime_nsec == confirmed.ctime_nsec
-}
 
 /// Where a path stands for recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +67,7 @@ pub struct Standing<'a> {
 pub fn must_force(s: Standing<'_>, recent_ms: Option<i64>) -> bool {
     let same = match (s.disk, s.confirmed) {
         (None, None) => true,
-        (Some(d), Some(c)) => same_state(d, c),
+        (Some(d), Some(c)) => d.same_state(c),
         _ => false,
     };
     if same {
@@ -253,9 +233,9 @@ mod tests {
         grown.size += 4096;
         grown.ctime_sec += 1;
         grown.mtime_sec += 1;
-        assert!(same_state(&grown, &d));
+        assert!(grown.same_state(&d));
         grown.mode = 0o040700;
-        assert!(!same_state(&grown, &d));
+        assert!(!grown.same_state(&d));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Policy {
     pub quiet_period: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Every how long a deep check (`csync2 -cr /`) runs; zero: never on
+    /// its own.
+    pub deep_check_interval: Duration,
 }
 
 /// What to do next.
@@ -99,6 +102,8 @@ pub struct Controller {
     serving: bool,
     /// When the local server last did something.
     server_active: Option<Instant>,
+    /// When the next periodic deep check is due.
+    deep_due: Option<Instant>,
 }
 
 impl Controller {
@@ -117,6 +122,7 @@ impl Controller {
             scope_timers: Vec::new(),
             serving: false,
             server_active: None,
+            deep_due: None,
         }
     }
 
@@ -190,10 +196,16 @@ impl Controller {
         self.queue.request_full(scope, reason);
     }
 
+    /// A deep check of every tree is needed.
+    pub fn request_deep(&mut self, reason: impl Into<String>) {
+        self.queue.request_deep(reason);
+    }
+
     /// Put a full check that could not start back.
     pub fn requeue_full(&mut self, req: &FullRequest) {
         let reason = req.reasons.join("; ");
         match &req.scopes {
+            None if req.deep => self.queue.request_deep(reason),
             None => self.queue.request_full(None, reason),
             Some(dirs) => {
                 for d in dirs {
@@ -263,6 +275,14 @@ impl Controller {
             self.queue.request_full(None, "periodic full sync");
             self.sched.full_started(now);
         }
+        let deep_every = self.policy.deep_check_interval;
+        if !deep_every.is_zero() {
+            let due = *self.deep_due.get_or_insert(now + deep_every);
+            if due <= now {
+                self.deep_due = Some(now + deep_every);
+                self.queue.request_deep("periodic deep check");
+            }
+        }
         for t in &mut self.scope_timers {
             if t.due <= now {
                 t.due = now + t.every;
@@ -326,6 +346,7 @@ impl Controller {
         for t in &self.scope_timers {
             consider(Some(t.due));
         }
+        consider(self.deep_due);
         deadline.map(|d| d.max(now))
     }
 
@@ -364,16 +385,29 @@ impl Controller {
     }
 
     /// The full check ended. On success a full check of every tree also
-    /// restarts the periodic timer; either way the peers are updated. On
-    /// failure it is retried with backoff: returns the delay.
-    pub fn full_ended(&mut self, req: &FullRequest, ok: bool, now: Instant) -> Option<Duration> {
+    /// restarts the periodic timer (a deep one the deep timer), and the
+    /// peers are updated if it checked anything (`changed`). On failure it
+    /// is retried with backoff: returns the delay.
+    pub fn full_ended(
+        &mut self,
+        req: &FullRequest,
+        ok: bool,
+        changed: bool,
+        now: Instant,
+    ) -> Option<Duration> {
         self.full_running = false;
         if ok {
-            // A full sync pushes to every peer, whatever csync2 -v said.
-            self.sched.mark_all_dirty();
+            if changed || req.deep {
+                // A deep check pushes to every peer, whatever csync2 -v
+                // said.
+                self.sched.mark_all_dirty();
+            }
             self.fulls.reset();
             if req.scopes.is_none() {
                 self.sched.full_started(now);
+            }
+            if req.deep && !self.policy.deep_check_interval.is_zero() {
+                self.deep_due = Some(now + self.policy.deep_check_interval);
             }
             None
         } else {
@@ -406,6 +440,7 @@ mod tests {
             quiet_period: 250 * MS,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(8),
+            deep_check_interval: Duration::ZERO,
         }
     }
 
@@ -461,7 +496,7 @@ mod tests {
         // The full check covers what was queued; the next change batches.
         c.changes([change("y", 2)], t0 + MS * 20);
         assert_eq!(c.next(t0 + MS * 26), Next::Run(Action::Batch));
-        assert!(c.full_ended(&req, true, t0 + MS * 30).is_none());
+        assert!(c.full_ended(&req, true, true, t0 + MS * 30).is_none());
     }
 
     #[test]
@@ -520,7 +555,7 @@ mod tests {
         assert_eq!(c.next(t0), Next::Run(Action::Full));
         let req = c.start_full().unwrap();
         assert_eq!(c.next(t0), Next::Wait(None), "one full check at a time");
-        assert_eq!(c.full_ended(&req, false, t0), Some(Duration::from_secs(1)));
+        assert_eq!(c.full_ended(&req, false, false, t0), Some(Duration::from_secs(1)));
         assert_eq!(c.next(t0), Next::Wait(Some(t0 + Duration::from_secs(1))));
         assert_eq!(c.next(t0 + Duration::from_secs(1)), Next::Run(Action::Full));
         let req = c.start_full().unwrap();
@@ -595,7 +630,7 @@ mod tests {
         assert_eq!(c.next(t0 + every), Next::Run(Action::Full));
         let req = c.start_full().unwrap();
         assert_eq!(req.scopes, Some(vec![PathBuf::from("/srv/nfs")]));
-        c.full_ended(&req, true, t0 + every);
+        c.full_ended(&req, true, true, t0 + every);
         assert_eq!(
             c.next(t0 + every),
             Next::Run(Action::Update),
@@ -622,7 +657,34 @@ mod tests {
         assert_eq!(c.next(t0), Next::Wait(Some(t0 + hour)));
         assert_eq!(c.next(t0 + hour), Next::Run(Action::Full));
         let req = c.start_full().unwrap();
-        c.full_ended(&req, true, t0 + hour);
+        c.full_ended(&req, true, true, t0 + hour);
         assert_eq!(c.next(t0 + hour), Next::Wait(Some(t0 + hour * 2)));
+    }
+
+    #[test]
+    fn a_deep_check_comes_on_its_own_long_timer_and_a_quiet_reconcile_pushes_nothing() {
+        let t0 = Instant::now();
+        let day = Duration::from_secs(86_400);
+        let mut c = settled(t0);
+        c.set_policy(Policy {
+            deep_check_interval: day,
+            ..policy()
+        });
+        assert_eq!(c.next(t0), Next::Wait(Some(t0 + day)));
+        assert_eq!(c.next(t0 + day), Next::Run(Action::Full));
+        let req = c.start_full().unwrap();
+        assert!(req.deep && req.scopes.is_none(), "{req:?}");
+        c.full_ended(&req, true, false, t0 + day);
+        // A deep check pushes to every peer.
+        assert_eq!(c.next(t0 + day), Next::Run(Action::Update));
+
+        // A reconcile that found nothing pushes nothing.
+        let mut c = settled(t0);
+        c.request_full(None, "periodic");
+        assert_eq!(c.next(t0), Next::Run(Action::Full));
+        let req = c.start_full().unwrap();
+        assert!(!req.deep);
+        c.full_ended(&req, true, false, t0);
+        assert_eq!(c.next(t0), Next::Wait(None));
     }
 }

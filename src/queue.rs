@@ -37,7 +37,8 @@ pub struct Batch {
     pub entries: Vec<PathBuf>,
     /// Directories whose own attributes changed: `csync2 -c`.
     pub dirs: Vec<PathBuf>,
-    /// Directories that appeared or vanished: `csync2 -cr`.
+    /// Directories that appeared or vanished: everything below them is
+    /// compared with the stat cache.
     pub trees: Vec<PathBuf>,
     /// Highest transaction id covered by this batch.
     pub max_txid: u64,
@@ -53,12 +54,14 @@ impl Batch {
     }
 }
 
-/// A pending full check.
+/// A pending full check: a reconcile (every synced path in scope compared
+/// with the stat cache), and for a deep one `csync2 -cr` too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FullRequest {
-    /// Subtrees to check with `csync2 -cr`; `None` means everything
-    /// (`csync2 -cr /`).
+    /// Subtrees to reconcile; `None` means every tree.
     pub scopes: Option<Vec<PathBuf>>,
+    /// Also run csync2's own full check (`csync2 -cr`) of the scope.
+    pub deep: bool,
     /// Why, for the log and the change feed.
     pub reasons: Vec<String>,
     /// Highest transaction id queued when the request was made: a full
@@ -202,6 +205,7 @@ impl BatchQueue {
         let reason = reason.into();
         let mut req = self.full.take().unwrap_or(FullRequest {
             scopes: Some(Vec::new()),
+            deep: false,
             reasons: Vec::new(),
             max_txid: 0,
         });
@@ -234,6 +238,14 @@ impl BatchQueue {
             }
         }
         self.full = Some(req);
+    }
+
+    /// Ask for a deep check of every tree: a reconcile, then `csync2 -cr /`.
+    pub fn request_deep(&mut self, reason: impl Into<String>) {
+        self.request_full(None, reason);
+        if let Some(req) = &mut self.full {
+            req.deep = true;
+        }
     }
 
     /// The pending full check, if any.

@@ -295,9 +295,10 @@ impl Scheduler {
     }
 
     /// A full sync just ran (or was requested and started): plan the next.
+    /// (It pushes to the peers only if it found something: the caller
+    /// says so with [`Scheduler::mark_all_dirty`].)
     pub fn full_started(&mut self, now: Instant) {
         self.schedule_full(now);
-        self.mark_all_dirty();
     }
 
     /// The earliest instant at which something becomes due.

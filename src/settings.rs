@@ -50,11 +50,15 @@ pub const KEYS: &[&str] = &[
     "retry_max",
     "stall_timeout",
     "server",
-    "network_fs_interval",
+    "deep_check_interval",
+    "blind_poll_interval",
     "degraded_interval",
     "journal_keep_events",
     "metrics_dir",
 ];
+
+/// The old name of `blind_poll_interval`, still accepted (with a warning).
+const OLD_BLIND_POLL_KEY: &str = "network_fs_interval";
 
 /// Where the Prometheus textfile goes by default: outside the (private)
 /// state directory, readable by node_exporter.
@@ -178,10 +182,20 @@ pub const SETTINGS: &[SettingDoc] = &[
               csync2-watch only watches its connections.",
     },
     SettingDoc {
-        key: "network_fs_interval",
-        default: "\"5m\"",
-        doc: "Full-check interval for trees on network filesystems (NFS, CIFS, ...), where \
-              inotify cannot see other machines' writes.",
+        key: "deep_check_interval",
+        default: "\"1d\"",
+        doc: "Time between deep checks: csync2's own full check (`csync2 -cr /`, seconds of \
+              CPU on a big tree) after a reconcile, which also finds what csync2's database \
+              disagrees with (a database edited or restored behind the daemon's back). \
+              \"0s\" leaves them to `csync2-watch sync --full --deep`.",
+    },
+    SettingDoc {
+        key: "blind_poll_interval",
+        default: "\"10s\"",
+        doc: "Reconcile interval for trees inotify cannot see other machines' writes in: \
+              network filesystems (NFS, CIFS, ...) and FUSE mounts. inotify still reports \
+              this node's own changes there at once. (Formerly `network_fs_interval`, \
+              still accepted.)",
     },
     SettingDoc {
         key: "degraded_interval",
@@ -276,9 +290,12 @@ pub struct Settings {
     pub stall_timeout: Duration,
     /// Managed or external local server. Default managed.
     pub server: ServerMode,
-    /// Full-check interval for trees on network filesystems, where inotify
-    /// cannot see other machines' writes. Default 5m.
-    pub network_fs_interval: Duration,
+    /// Deep-check (`csync2 -cr /`) interval; zero: only on request.
+    /// Default 1d.
+    pub deep_check_interval: Duration,
+    /// Reconcile interval for trees on network and FUSE filesystems,
+    /// where inotify cannot see other machines' writes. Default 10s.
+    pub blind_poll_interval: Duration,
     /// Full-check interval for trees that could not be watched completely
     /// (watch limit reached). Default 5m.
     pub degraded_interval: Duration,
@@ -445,7 +462,8 @@ impl Default for Settings {
             retry_max: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(60),
             server: ServerMode::Managed,
-            network_fs_interval: Duration::from_secs(300),
+            deep_check_interval: Duration::from_secs(86_400),
+            blind_poll_interval: Duration::from_secs(10),
             degraded_interval: Duration::from_secs(300),
             journal_keep_events: 1_000_000,
             metrics_dir: PathBuf::from(DEFAULT_METRICS_DIR),
@@ -558,7 +576,17 @@ impl Settings {
             Ok(map) => {
                 for (key, value) in map {
                     let kstart = key.span().start;
-                    let Some(name) = KEYS.iter().copied().find(|k| *k == key.get_ref()) else {
+                    let given = key.get_ref().as_str();
+                    let given = if given == OLD_BLIND_POLL_KEY {
+                        v.warn_at(
+                            kstart,
+                            format!("`{OLD_BLIND_POLL_KEY}` is now called `blind_poll_interval`; rename it"),
+                        );
+                        "blind_poll_interval"
+                    } else {
+                        given
+                    };
+                    let Some(name) = KEYS.iter().copied().find(|k| *k == given) else {
                         let name = key.get_ref().as_str();
                         v.error_at(kstart, Some(name), unknown_key_message(name));
                         continue;
@@ -637,7 +665,8 @@ impl Settings {
             ("retry_max", d(self.retry_max)),
             ("stall_timeout", d(self.stall_timeout)),
             ("server", Value::String(self.server.word().into())),
-            ("network_fs_interval", d(self.network_fs_interval)),
+            ("deep_check_interval", d(self.deep_check_interval)),
+            ("blind_poll_interval", d(self.blind_poll_interval)),
             ("degraded_interval", d(self.degraded_interval)),
             ("journal_keep_events", int(self.journal_keep_events)),
             ("metrics_dir", s(self.metrics_dir.as_os_str())),
@@ -865,6 +894,11 @@ impl Validator<'_> {
         self.errors.push(p);
     }
 
+    fn warn_at(&mut self, offset: usize, message: String) {
+        let p = self.problem_at(Some(offset), None, message);
+        self.warnings.push(p);
+    }
+
     fn warn_at_key(&mut self, key: &str, message: String) {
         let p = self.problem_at(self.pos.get(key).copied(), Some(key), message);
         self.warnings.push(p);
@@ -1007,8 +1041,15 @@ impl Validator<'_> {
                     _ => return Err("expected \"managed\" (csync2-watch runs csync2 -ii) or \"external\" (inetd, csync2.socket or an init script runs it)".into()),
                 };
             }
-            "network_fs_interval" => {
-                s.network_fs_interval = nonzero(duration(v)?, "inotify cannot see other machines' writes on a network filesystem, so these checks are the only way to find them; the default is 5m")?
+            "deep_check_interval" => {
+                let d = duration(v)?;
+                if !d.is_zero() && d < Duration::from_secs(600) {
+                    self.warn_at_key(name, format!("`{name} = {raw}`: a deep check reads csync2's database for every file (seconds of CPU on a big tree); the reconciles in between already find every change on disk. \"0s\" leaves deep checks to `sync --full --deep`"));
+                }
+                s.deep_check_interval = d;
+            }
+            "blind_poll_interval" => {
+                s.blind_poll_interval = nonzero(duration(v)?, "inotify cannot see other machines' writes on a network or FUSE filesystem, so these reconciles are the only way to find them; the default is 10s")?
             }
             "degraded_interval" => {
                 s.degraded_interval = nonzero(duration(v)?, "a tree inotify cannot fully watch is only synced by these checks; the default is 5m")?

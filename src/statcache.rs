@@ -1,46 +1,49 @@
-//! What csync2 can and cannot see (pure: callers pass the stats and the
-//! clock in).
+//! The stat cache: for every synced path, the state csync2 last recorded
+//! for it as far as the daemon knows (pure: callers pass the stats in).
 //!
-//! csync2 records a file as `v1:mtime=S:mode:uid:gid:type=reg:size=N`, with
-//! the mtime in whole seconds, so a file rewritten within the second of its
-//! last check at the same size looks unchanged to `csync2 -c`. This cache
-//! decides, for a path with a new event:
+//! An entry is written only from the daemon's own csync2 results, never
+//! from raw events: a path whose lstat did not change across a
+//! `csync2 -c` is *known* (csync2 recorded exactly that state, and marked
+//! it dirty if the peers need it); a path that changed during the check is
+//! *unknown* (csync2 recorded something in between); a file the local
+//! csync2 server received is known as received. The first fill comes from
+//! csync2's own database (`csync2 -L`). The daemon persists the cache in
+//! its journal, so a crash between an event and its check leaves the
+//! entry as it was: the disk differs from it, and the next reconcile
+//! finds the change.
 //!
-//! * **Skip**: csync2 already recorded exactly this state.
-//! * **Check**: `csync2 -c` sees the change.
-//! * **CheckAndMark**: csync2 may not see it: check it (to refresh its
-//!   record), then force it dirty with `csync2 -m`, so no edit is lost.
+//! [`StatCache::decide`] says what a path needs, for a batch and for a
+//! reconcile alike:
 //!
-//! What it knows:
+//! * **Skip**: the disk holds exactly the known state (same inode, same
+//!   ctime: nothing can set ctime back).
+//! * **Check**: `csync2 -c` sees the difference (its check text differs:
+//!   mtime second, size, mode, owner, type), or the path is new or gone.
+//! * **CheckAndMark**: csync2's check text cannot see it, so `csync2 -c`
+//!   is followed by `csync2 -m`: a same-size rewrite within the second of
+//!   the last check (same inode, new ctime), a replacement that keeps
+//!   size, mode and mtime (`cp -p` of another version: a new inode or
+//!   ctime), and any file whose recorded state is unknown.
 //!
-//! * A *record* per recently checked path: the lstat taken just before and
-//!   just after the check run. It is trusted (csync2 saw exactly that
-//!   state) only when the two agree. A file the local csync2 server
-//!   received from a peer is recorded as trusted too: csync2 recorded it
-//!   as it wrote it. So the server's own write is skipped, and a local
-//!   rewrite after it is still caught.
-//! * *Covers*: recursive and full checks, with their start (wall clock)
-//!   and end (whole second). A regular file without a trusted record is at
-//!   risk when it changed at or after the start of the latest check that
-//!   covered it (ctime, which nothing can set back) and its mtime second is
-//!   not later than that check's end.
+//! csync2's check text keeps mtime in whole seconds, so a file that
+//! changed while a deep `csync2 -cr` ran may have been recorded in an
+//! intermediate state the cache never saw: such a file (ctime at or after
+//! the run's start, mtime second not after its end) is marked too.
 //!
 //! Forcing a file dirty that a peer pushed here would push it back to
 //! where it came from, maybe over newer content there. So activity of the
 //! local server that cannot be pinned to a file ("unattributed") turns a
 //! would-be mark that rests on older knowledge into a plain check.
 //!
-//! Bounded: records evicted for room widen a global cover, which only ever
-//! makes decisions more cautious.
-//!
 //! Layer: core. Imports nothing from the crate.
 
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The parts of a stat that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +104,53 @@ impl Snapshot {
         self.mode & S_IFMT == S_IFREG
     }
 
+    /// Stands for "csync2 recorded something, but not what" in the
+    /// journal (no file has mode 0).
+    pub const UNKNOWN: Snapshot = Snapshot {
+        dev: 0,
+        ino: 0,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        rdev: 0,
+        mtime_sec: 0,
+        mtime_nsec: 0,
+        ctime_sec: 0,
+        ctime_nsec: 0,
+    };
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+
+    /// Does the disk (`self`) hold exactly the state `known`? The same
+    /// inode, unchanged: for files, devices and links every stat field,
+    /// ctime included (nothing can set ctime back, so `touch -d` to an old
+    /// mtime or `cp -p` over the file shows); for directories only what
+    /// csync2 syncs of them (their times move with every entry added or
+    /// removed).
+    pub fn same_state(&self, known: &Snapshot) -> bool {
+        let common = self.dev == known.dev
+            && self.ino == known.ino
+            && self.mode == known.mode
+            && self.uid == known.uid
+            && self.gid == known.gid;
+        if self.is_dir() {
+            return common;
+        }
+        common
+            && self.size == known.size
+            && self.rdev == known.rdev
+            && self.mtime_sec == known.mtime_sec
+            && self.mtime_nsec == known.mtime_nsec
+            && self.ctime_sec == known.ctime_sec
+            && self.ctime_nsec == known.ctime_nsec
+    }
+
     /// Same inode, and nothing about it changed (ctime moves on every
     /// change, including ones that keep mtime, size and mode).
-    fn unchanged_since(&self, other: &Snapshot) -> bool {
+    pub fn unchanged_since(&self, other: &Snapshot) -> bool {
         self.dev == other.dev
             && self.ino == other.ino
             && self.ctime_sec == other.ctime_sec
@@ -124,7 +171,7 @@ impl Snapshot {
     }
 }
 
-/// What to do with a changed path.
+/// What a path needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// csync2 already recorded exactly this state.
@@ -135,13 +182,11 @@ pub enum Decision {
     CheckAndMark,
 }
 
-/// A check run as the cache sees it.
+/// A deep check (`csync2 -cr`) as the cache sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
     /// Wall clock when it started (before anything was lstat'ed).
     pub start: SystemTime,
-    /// Monotonic clock when it started.
-    pub started: Instant,
     /// Wall-clock second in which it ended.
     pub end_sec: i64,
 }
@@ -151,8 +196,7 @@ impl Run {
     pub fn begin() -> Run {
         Run {
             start: SystemTime::now(),
-            started: Instant::now(),
-            end_sec: i64::MIN,
+            end_sec: i64::MAX,
         }
     }
 
@@ -168,15 +212,6 @@ impl Run {
         }
     }
 
-    /// The widest run covering both (for cautious merging).
-    fn widen(self, other: Run) -> Run {
-        Run {
-            start: self.start.min(other.start),
-            started: self.started.max(other.started),
-            end_sec: self.end_sec.max(other.end_sec),
-        }
-    }
-
     /// Is a regular file in state `now` at risk of a change csync2 did not
     /// see during (or since) this run?
     fn at_risk(&self, now: &Snapshot) -> bool {
@@ -184,224 +219,267 @@ impl Run {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    /// The state csync2 saw, when trusted (pre == post).
-    seen: Option<Option<Snapshot>>,
-    /// The run that made the record.
-    run: Run,
+/// What the cache holds for one path.
+#[derive(Debug)]
+pub struct Entry {
+    /// The state csync2 recorded (`None`: it recorded something, but the
+    /// path changed while it looked).
+    known: Option<Snapshot>,
+    /// The cache's version when this was recorded (0: loaded at start).
+    ver: u64,
+    /// The last walk that saw the path (see [`StatCache::begin_walk`]).
+    walked: AtomicU32,
 }
 
+impl Entry {
+    pub fn known(&self) -> Option<&Snapshot> {
+        self.known.as_ref()
+    }
+
+    /// A walk saw the path.
+    pub fn saw(&self, walk: u32) {
+        self.walked.store(walk, Ordering::Relaxed);
+    }
+
+    fn new(known: Option<Snapshot>, ver: u64) -> Entry {
+        Entry {
+            known,
+            ver,
+            walked: AtomicU32::new(0),
+        }
+    }
+}
+
+/// What a path needs, from its entry and its lstat alone (`None`: gone).
+pub fn judge(entry: Option<&Entry>, now: Option<&Snapshot>) -> Decision {
+    let known = match entry {
+        Some(e) => e.known.as_ref(),
+        None => {
+            // Never recorded through the daemon: csync2 sees a new file as
+            // new, and a path it never knew as nothing.
+            return Decision::Check;
+        }
+    };
+    match (known, now) {
+        (_, None) => Decision::Check,
+        (None, Some(now)) if now.is_regular() => Decision::CheckAndMark,
+        (None, Some(_)) => Decision::Check,
+        (Some(known), Some(now)) => {
+            if now.same_state(known) {
+                Decision::Skip
+            } else if now.visible() != known.visible() {
+                Decision::Check
+            } else if now.is_regular() {
+                // Same mtime second, size, mode and owner, yet changed: a
+                // same-second rewrite, `touch -d` back to the old time, or
+                // a replacement (`cp -p`) that only ctime or inode reveal.
+                Decision::CheckAndMark
+            } else if now.ino == known.ino {
+                // A symlink's times: nothing csync2 records.
+                Decision::Skip
+            } else {
+                // Another symlink or device that looks the same: its target
+                // is in csync2's check text.
+                Decision::Check
+            }
+        }
+    }
+}
+
+/// A change to persist: the path and its new entry (`None`: no entry;
+/// [`Snapshot::UNKNOWN`]: recorded, state unknown).
+pub type Persist = (PathBuf, Option<Snapshot>);
+
 /// The cache.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct StatCache {
-    records: HashMap<PathBuf, Record>,
-    /// Recent recursive checks.
-    trees: Vec<(PathBuf, Run)>,
-    /// Covers every path: the last full check, widened by whatever was
-    /// evicted for room.
-    floor: Option<Run>,
-    capacity: usize,
-    tree_capacity: usize,
+    map: HashMap<PathBuf, Entry>,
+    /// Bumped by every record.
+    ver: u64,
+    /// [`StatCache::ver`] at the last unattributed activity of the local
+    /// server.
+    unattributed: Option<u64>,
+    /// The last deep check, and the version at its start.
+    deep: Option<(Run, u64)>,
+    /// The last walk's number.
+    walk: u32,
 }
 
 impl StatCache {
-    /// A cache holding at most `capacity` path records.
-    pub fn new(capacity: usize) -> StatCache {
+    pub fn new() -> StatCache {
+        StatCache::default()
+    }
+
+    /// A cache holding what the journal kept.
+    pub fn load(rows: impl IntoIterator<Item = (PathBuf, Snapshot)>) -> StatCache {
+        let map = rows
+            .into_iter()
+            .map(|(p, s)| {
+                let known = (s != Snapshot::UNKNOWN).then_some(s);
+                (p, Entry::new(known, 0))
+            })
+            .collect();
         StatCache {
-            records: HashMap::new(),
-            trees: Vec::new(),
-            floor: None,
-            capacity: capacity.max(1),
-            tree_capacity: 256,
+            map,
+            ..StatCache::default()
         }
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.map.is_empty()
+    }
+
+    pub fn get(&self, path: &Path) -> Option<&Entry> {
+        self.map.get(path)
+    }
+
+    /// The known state of `path`, if any.
+    pub fn known(&self, path: &Path) -> Option<&Snapshot> {
+        self.map.get(path).and_then(|e| e.known.as_ref())
+    }
+
+    /// The version now: results recorded later carry a higher one.
+    pub fn version(&self) -> u64 {
+        self.ver
     }
 
     /// Decide for `path`, whose current lstat is `now` (`None`: gone).
-    /// `unattributed` is the last time the local csync2 server did
-    /// something that could not be pinned to a file: a mark that rests on
-    /// knowledge older than that becomes a plain check.
-    pub fn classify(
-        &self,
-        path: &Path,
-        now: Option<&Snapshot>,
-        unattributed: Option<Instant>,
-    ) -> Decision {
-        let (decision, basis) = self.classify_inner(path, now);
-        match (decision, unattributed) {
-            (Decision::CheckAndMark, Some(u)) if basis.is_none_or(|b| u >= b) => Decision::Check,
+    pub fn decide(&self, path: &Path, now: Option<&Snapshot>) -> Decision {
+        let entry = self.map.get(path);
+        let mut decision = judge(entry, now);
+        let mut basis = entry.map_or(0, |e| e.ver);
+        if decision == Decision::Check {
+            if let (Some((run, ver)), Some(now)) = (&self.deep, now) {
+                if run.at_risk(now) {
+                    decision = Decision::CheckAndMark;
+                    basis = *ver;
+                }
+            }
+        }
+        match (decision, self.unattributed) {
+            (Decision::CheckAndMark, Some(u)) if u >= basis => Decision::Check,
             _ => decision,
         }
     }
 
-    /// Why [`StatCache::classify`] decided as it did, for the debug log.
+    /// Why [`StatCache::decide`] decided as it did, for the trace log.
     pub fn explain(&self, path: &Path, now: Option<&Snapshot>) -> String {
-        let rec = self.records.get(path);
-        let trees: Vec<&Run> = self
-            .trees
-            .iter()
-            .filter(|(d, _)| path.starts_with(d))
-            .map(|(_, r)| r)
-            .collect();
+        let entry = self.map.get(path);
         format!(
-            "now={now:?} record={rec:?} covering_trees={trees:?} floor={:?}",
-            self.floor
+            "now={now:?} known={:?} ver={:?} deep={:?} unattributed={:?}",
+            entry.map(|e| e.known),
+            entry.map(|e| e.ver),
+            self.deep,
+            self.unattributed
         )
     }
 
-    /// The decision, and when the knowledge it rests on was gathered.
-    fn classify_inner(&self, path: &Path, now: Option<&Snapshot>) -> (Decision, Option<Instant>) {
-        let record = self.records.get(path);
-        if let Some(Record {
-            seen: Some(seen),
-            run,
-        }) = record
-        {
-            let d = match (seen, now) {
-                (None, None) => Decision::Skip,
-                (Some(seen), Some(now)) if now.unchanged_since(seen) => Decision::Skip,
-                (Some(seen), Some(now)) if now.visible() == seen.visible() => {
-                    if now.is_regular() && seen.is_regular() && now.ino == seen.ino {
-                        // Same mtime second, size and mode, yet changed:
-                        // the same-second rewrite csync2 cannot see.
-                        Decision::CheckAndMark
-                    } else if now.ino == seen.ino {
-                        // A directory's entries or a symlink's times:
-                        // nothing csync2 records.
-                        Decision::Skip
-                    } else if now.is_regular() {
-                        // Replaced by another inode that looks the same.
-                        Decision::CheckAndMark
-                    } else {
-                        Decision::Check
-                    }
-                }
-                _ => Decision::Check,
-            };
-            return (d, Some(run.started));
-        }
-        let Some(now) = now else {
-            return (Decision::Check, None);
-        };
-        // The latest check that covered the path recorded its state as of
-        // that check: only a change since its start can have slipped by.
-        let mut cover = self.floor;
-        let mut later = |r: Run| {
-            if cover.is_none_or(|c| r.started > c.started) {
-                cover = Some(r);
-            }
-        };
-        if let Some(r) = record {
-            later(r.run);
-        }
-        for (dir, r) in &self.trees {
-            if path.starts_with(dir) {
-                later(*r);
-            }
-        }
-        match cover {
-            Some(c) if c.at_risk(now) => (Decision::CheckAndMark, Some(c.started)),
-            Some(c) => (Decision::Check, Some(c.started)),
-            None => (Decision::Check, None),
-        }
-    }
-
-    /// A check run that covered `path` is over; `pre` and `post` are the
-    /// lstats taken just before and after it.
-    pub fn record(
-        &mut self,
-        path: PathBuf,
-        pre: Option<Snapshot>,
-        post: Option<Snapshot>,
-        run: Run,
-    ) {
+    /// A check of `path` is over; `pre` and `post` are the lstats taken
+    /// just before and just after it. Returns what to persist.
+    pub fn record(&mut self, path: PathBuf, pre: Option<Snapshot>, post: Option<Snapshot>) -> Persist {
         let trusted = match (&pre, &post) {
             (None, None) => true,
             (Some(a), Some(b)) => b.unchanged_since(a),
             _ => false,
         };
-        if self.records.len() >= self.capacity && !self.records.contains_key(&path) {
-            self.evict_all();
+        if trusted {
+            self.set(path, post)
+        } else {
+            self.ver += 1;
+            self.map.insert(path.clone(), Entry::new(None, self.ver));
+            (path, Some(Snapshot::UNKNOWN))
         }
-        self.records.insert(
-            path,
-            Record {
-                seen: trusted.then_some(post),
-                run,
-            },
-        );
     }
 
     /// The local csync2 server wrote `path` (now `snap`; `None`: it
-    /// deleted it) and recorded it in csync2's database by `done_at`.
-    pub fn record_received(&mut self, path: PathBuf, snap: Option<Snapshot>, done_at: SystemTime) {
-        let run = Run {
-            start: done_at,
-            started: Instant::now(),
-            end_sec: done_at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        };
-        self.record(path, snap, snap, run);
+    /// deleted it) and recorded it in csync2's database as it did.
+    pub fn record_received(&mut self, path: PathBuf, snap: Option<Snapshot>) -> Persist {
+        self.set(path, snap)
     }
 
-    /// A recursive check of `dir` is over: records below it made before
-    /// the run started are superseded by it.
-    pub fn record_tree(&mut self, dir: PathBuf, run: Run) {
-        self.records
-            .retain(|p, r| !p.starts_with(&dir) || r.run.started > run.started);
-        if self.trees.len() >= self.tree_capacity {
-            let (_, evicted) = self.trees.remove(0);
-            self.widen_floor(evicted);
+    /// Fill from csync2's database: `path` is known as `snap`.
+    pub fn fill(&mut self, items: impl IntoIterator<Item = (PathBuf, Snapshot)>) {
+        self.map.clear();
+        for (p, s) in items {
+            self.map.insert(p, Entry::new(Some(s), self.ver));
         }
-        self.trees.push((dir, run));
     }
 
-    /// A full check (`csync2 -cr /`) is over.
-    pub fn record_full(&mut self, run: Run) {
-        self.records.retain(|_, r| r.run.started > run.started);
-        self.trees.retain(|(_, r)| r.started > run.started);
-        // The full check supersedes older covers.
-        self.floor = Some(run);
-    }
-
-    fn widen_floor(&mut self, run: Run) {
-        self.floor = Some(self.floor.map_or(run, |f| f.widen(run)));
-    }
-
-    fn evict_all(&mut self) {
-        let runs: Vec<Run> = self.records.values().map(|r| r.run).collect();
-        for r in runs {
-            self.widen_floor(r);
+    fn set(&mut self, path: PathBuf, snap: Option<Snapshot>) -> Persist {
+        self.ver += 1;
+        match snap {
+            Some(s) => {
+                self.map.insert(path.clone(), Entry::new(Some(s), self.ver));
+            }
+            None => {
+                self.map.remove(&path);
+            }
         }
-        self.records.clear();
+        (path, snap)
+    }
+
+    /// Record what a reconcile that started at version `since` found,
+    /// unless a newer result for the same path came meanwhile.
+    pub fn record_since(
+        &mut self,
+        since: u64,
+        path: PathBuf,
+        pre: Option<Snapshot>,
+        post: Option<Snapshot>,
+    ) -> Option<Persist> {
+        if self.map.get(&path).is_some_and(|e| e.ver > since) {
+            return None;
+        }
+        Some(self.record(path, pre, post))
+    }
+
+    /// Forget `path` (no longer synced); returns what to persist.
+    pub fn forget(&mut self, path: &Path) -> Option<Persist> {
+        self.map
+            .remove(path)
+            .map(|_| (path.to_path_buf(), None))
+    }
+
+    /// The local csync2 server did something no file can be pinned to.
+    pub fn unattributed(&mut self) {
+        self.unattributed = Some(self.ver);
+    }
+
+    /// A deep check (`csync2 -cr`) that started at version `ver` ended.
+    pub fn deep_done(&mut self, run: Run, ver: u64) {
+        self.deep = Some((run, ver));
+    }
+
+    /// Number a new walk: entries it sees are marked with it
+    /// ([`Entry::saw`]), and [`StatCache::unseen_under`] lists the rest.
+    pub fn begin_walk(&mut self) -> u32 {
+        self.walk = self.walk.wrapping_add(1).max(1);
+        self.walk
+    }
+
+    /// Entries at or below one of `scopes` that walk `walk` did not see,
+    /// leaving out those at or below `skip` (directories it could not
+    /// read).
+    pub fn unseen_under(&self, walk: u32, scopes: &[PathBuf], skip: &[PathBuf]) -> Vec<PathBuf> {
+        self.map
+            .iter()
+            .filter(|(p, e)| {
+                e.walked.load(Ordering::Relaxed) != walk
+                    && scopes.iter().any(|s| p.starts_with(s))
+                    && !skip.iter().any(|s| p.starts_with(s))
+            })
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(sec: i64, nsec: i64) -> SystemTime {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    }
-
-    fn run(start: (i64, i64), end_sec: i64) -> Run {
-        Run {
-            start: at(start.0, start.1),
-            started: Instant::now(),
-            end_sec,
-        }
-    }
 
     fn file(ino: u64, size: u64, mtime: (i64, i64), ctime: (i64, i64)) -> Snapshot {
         Snapshot {
@@ -419,239 +497,165 @@ mod tests {
         }
     }
 
-    fn path(p: &str) -> &Path {
-        Path::new(p)
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    fn known(at: &str, s: Snapshot) -> StatCache {
+        let mut c = StatCache::new();
+        c.record(p(at), Some(s), Some(s));
+        c
+    }
+
+    #[test]
+    fn the_known_state_is_skipped() {
+        let f = file(7, 10, (100, 1), (100, 2));
+        let c = known("/a", f);
+        assert_eq!(c.decide(Path::new("/a"), Some(&f)), Decision::Skip);
     }
 
     #[test]
     fn same_second_same_size_rewrite_is_marked() {
-        let mut c = StatCache::new(10);
-        let seen = file(7, 5, (100, 100), (100, 100));
-        c.record("/d/f".into(), Some(seen), Some(seen), run((100, 150), 100));
-        let rewritten = file(7, 5, (100, 700), (100, 700));
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&rewritten), None),
-            Decision::CheckAndMark
-        );
+        let f = file(7, 10, (100, 1), (100, 2));
+        let c = known("/a", f);
+        let again = file(7, 10, (100, 500), (100, 600));
+        assert_eq!(c.decide(Path::new("/a"), Some(&again)), Decision::CheckAndMark);
     }
 
     #[test]
-    fn unchanged_since_the_check_is_skipped() {
-        let mut c = StatCache::new(10);
-        let seen = file(7, 5, (100, 1), (100, 1));
-        c.record("/d/f".into(), Some(seen), Some(seen), run((101, 0), 101));
-        assert_eq!(c.classify(path("/d/f"), Some(&seen), None), Decision::Skip);
+    fn touch_back_to_the_old_mtime_shows_in_ctime_and_is_marked() {
+        let f = file(7, 10, (100, 0), (100, 0));
+        let c = known("/a", f);
+        // Rewritten at the same size, then `touch -d` back to the old
+        // mtime: only ctime says so.
+        let back = file(7, 10, (100, 0), (250, 3));
+        assert_eq!(c.decide(Path::new("/a"), Some(&back)), Decision::CheckAndMark);
     }
 
     #[test]
-    fn a_visible_change_is_checked() {
-        let mut c = StatCache::new(10);
-        let seen = file(7, 5, (100, 1), (100, 1));
-        c.record("/d/f".into(), Some(seen), Some(seen), run((100, 2), 100));
-        let grown = file(7, 6, (100, 9), (100, 9));
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&grown), None),
-            Decision::Check
-        );
-        let later = file(7, 5, (101, 0), (101, 0));
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&later), None),
-            Decision::Check
-        );
+    fn a_cp_p_replacement_is_marked() {
+        let f = file(7, 10, (100, 0), (100, 0));
+        let c = known("/a", f);
+        // Another inode with the same size, mode and mtime.
+        let other = file(8, 10, (100, 0), (300, 0));
+        assert_eq!(c.decide(Path::new("/a"), Some(&other)), Decision::CheckAndMark);
     }
 
     #[test]
-    fn a_change_during_the_check_is_not_trusted() {
-        let mut c = StatCache::new(10);
-        let pre = file(7, 5, (100, 1), (100, 1));
-        let post = file(7, 5, (100, 5), (100, 5));
-        c.record("/d/f".into(), Some(pre), Some(post), run((100, 2), 100));
-        // csync2 may have seen either state; the current one changed after
-        // the run started, in its last second: at risk.
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&post), None),
-            Decision::CheckAndMark
-        );
-        let next_second = file(7, 5, (101, 0), (101, 0));
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&next_second), None),
-            Decision::Check
-        );
+    fn a_visible_change_a_new_path_and_a_deletion_are_checked() {
+        let f = file(7, 10, (100, 0), (100, 0));
+        let c = known("/a", f);
+        let grown = file(7, 11, (100, 0), (100, 5));
+        assert_eq!(c.decide(Path::new("/a"), Some(&grown)), Decision::Check);
+        let later = file(7, 10, (101, 0), (101, 0));
+        assert_eq!(c.decide(Path::new("/a"), Some(&later)), Decision::Check);
+        assert_eq!(c.decide(Path::new("/a"), None), Decision::Check);
+        assert_eq!(c.decide(Path::new("/new"), Some(&f)), Decision::Check);
     }
 
     #[test]
-    fn unknown_paths_are_judged_by_ctime_against_the_covering_check() {
-        let mut c = StatCache::new(10);
-        c.record_full(run((90, 0), 100));
-        // Changed before the full check started: csync2 saw it.
-        let before = file(7, 5, (50, 0), (80, 0));
+    fn a_change_during_the_check_is_unknown_and_marked_next_time() {
+        let mut c = StatCache::new();
+        let pre = file(7, 10, (100, 0), (100, 0));
+        let post = file(7, 10, (100, 9), (100, 9));
         assert_eq!(
-            c.classify(path("/d/old"), Some(&before), None),
-            Decision::Check
+            c.record(p("/a"), Some(pre), Some(post)),
+            (p("/a"), Some(Snapshot::UNKNOWN))
         );
-        // chmod of an old file after the check: csync2's record may match.
-        let chmodded = file(7, 5, (50, 0), (120, 0));
-        assert_eq!(
-            c.classify(path("/d/old"), Some(&chmodded), None),
-            Decision::CheckAndMark
-        );
-        let fresh = file(8, 5, (130, 0), (130, 0));
-        assert_eq!(
-            c.classify(path("/d/new"), Some(&fresh), None),
-            Decision::Check
-        );
-        c.record_tree("/d".into(), run((129, 0), 130));
-        assert_eq!(
-            c.classify(path("/d/new"), Some(&fresh), None),
-            Decision::CheckAndMark
-        );
-        assert_eq!(
-            c.classify(path("/e/new"), Some(&fresh), None),
-            Decision::Check
-        );
-    }
-
-    #[test]
-    fn deletions_are_checked_once() {
-        let mut c = StatCache::new(10);
-        assert_eq!(c.classify(path("/d/gone"), None, None), Decision::Check);
-        c.record("/d/gone".into(), None, None, run((100, 0), 100));
-        assert_eq!(c.classify(path("/d/gone"), None, None), Decision::Skip);
-        let back = file(9, 1, (100, 0), (100, 0));
-        assert_eq!(
-            c.classify(path("/d/gone"), Some(&back), None),
-            Decision::Check
-        );
+        assert_eq!(c.decide(Path::new("/a"), Some(&post)), Decision::CheckAndMark);
+        // Loaded back from the journal, it is still unknown.
+        let c = StatCache::load([(p("/a"), Snapshot::UNKNOWN)]);
+        assert_eq!(c.decide(Path::new("/a"), Some(&post)), Decision::CheckAndMark);
     }
 
     #[test]
     fn directories_and_symlinks_are_never_marked() {
-        let mut c = StatCache::new(10);
-        c.record_full(run((90, 0), 100));
-        let mut dir = file(3, 4096, (50, 0), (150, 0));
-        dir.mode = S_IFDIR | 0o755;
-        assert_eq!(c.classify(path("/d"), Some(&dir), None), Decision::Check);
-        c.record("/d".into(), Some(dir), Some(dir), run((150, 1), 150));
-        let mut touched = dir;
-        touched.ctime_sec = 160;
-        touched.mtime_sec = 160;
-        assert_eq!(c.classify(path("/d"), Some(&touched), None), Decision::Skip);
-        touched.mode = S_IFDIR | 0o700;
-        assert_eq!(
-            c.classify(path("/d"), Some(&touched), None),
-            Decision::Check
-        );
+        let dir = Snapshot {
+            mode: S_IFDIR | 0o755,
+            ..file(3, 4096, (100, 0), (100, 0))
+        };
+        let c = known("/d", dir);
+        let touched = Snapshot {
+            mtime_sec: 200,
+            ctime_sec: 200,
+            ..dir
+        };
+        assert_eq!(c.decide(Path::new("/d"), Some(&touched)), Decision::Skip);
+        let link = Snapshot {
+            mode: S_IFLNK | 0o777,
+            ..file(4, 3, (100, 0), (100, 0))
+        };
+        let c = known("/l", link);
+        let relinked = Snapshot { ino: 5, ..link };
+        assert_eq!(c.decide(Path::new("/l"), Some(&relinked)), Decision::Check);
     }
 
     #[test]
     fn a_received_file_is_skipped_and_a_local_rewrite_after_it_marked() {
-        let mut c = StatCache::new(10);
-        let received = file(7, 5, (100, 100), (100, 200));
-        c.record_received("/d/f".into(), Some(received), at(100, 210));
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&received), None),
-            Decision::Skip
-        );
-        let local = file(7, 5, (100, 900), (100, 900));
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&local), None),
-            Decision::CheckAndMark
-        );
-    }
-
-    #[test]
-    fn a_receipt_survives_a_recursive_check_that_started_before_it() {
-        // Regression: a recursive check of a directory the server had just
-        // created wiped the receipts of the files it received there; their
-        // later events were then forced dirty and pushed back (echo).
-        let mut c = StatCache::new(10);
-        let tree_run = run((99, 0), 100);
-        let received = file(7, 5, (95, 0), (100, 200));
-        c.record_received("/d/f".into(), Some(received), at(100, 210));
-        c.record_tree("/d".into(), tree_run);
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&received), None),
-            Decision::Skip
-        );
-    }
-
-    #[test]
-    fn a_file_received_before_a_covering_check_is_only_checked() {
-        let mut c = StatCache::new(10);
-        // The server wrote it (ctime 100) before the tree check started
-        // (no check runs while the server serves); its mtime is the
-        // origin's.
-        let received = file(7, 5, (99, 0), (100, 0));
-        c.record_tree("/d".into(), run((101, 0), 101));
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&received), None),
-            Decision::Check
-        );
+        let mut c = StatCache::new();
+        let got = file(7, 10, (100, 0), (100, 0));
+        c.record_received(p("/a"), Some(got));
+        assert_eq!(c.decide(Path::new("/a"), Some(&got)), Decision::Skip);
+        let local = file(7, 10, (100, 0), (100, 7));
+        assert_eq!(c.decide(Path::new("/a"), Some(&local)), Decision::CheckAndMark);
     }
 
     #[test]
     fn unattributed_server_activity_never_lets_a_received_file_echo() {
-        // Regression: a file a peer pushed here, rewritten there within the
-        // same second at the same size, was forced dirty here and pushed
-        // back over the peer's newer content.
-        let mut c = StatCache::new(10);
-        let seen = file(7, 5, (100, 100), (100, 100));
-        c.record("/d/f".into(), Some(seen), Some(seen), run((100, 150), 100));
-        let pushed_here = file(7, 5, (100, 600), (100, 650));
-        let after = Instant::now();
-        assert_eq!(
-            c.classify(path("/d/f"), Some(&pushed_here), Some(after)),
-            Decision::Check
-        );
-        c.record_full(run((110, 0), 120));
-        let old = file(8, 5, (50, 0), (130, 0));
-        assert_eq!(
-            c.classify(path("/d/g"), Some(&old), Some(Instant::now())),
-            Decision::Check
-        );
-        assert_eq!(
-            c.classify(path("/d/g"), Some(&old), None),
-            Decision::CheckAndMark
-        );
+        let mut c = StatCache::new();
+        let old = file(7, 10, (100, 0), (100, 0));
+        c.record(p("/a"), Some(old), Some(old));
+        // The server then wrote /a, and could not say which file it was.
+        c.unattributed();
+        let written = file(7, 10, (100, 0), (100, 8));
+        assert_eq!(c.decide(Path::new("/a"), Some(&written)), Decision::Check);
+        // A record after the activity is trusted again.
+        c.record(p("/a"), Some(written), Some(written));
+        let local = file(7, 10, (100, 0), (100, 9));
+        assert_eq!(c.decide(Path::new("/a"), Some(&local)), Decision::CheckAndMark);
     }
 
     #[test]
-    fn the_latest_covering_check_decides_not_the_oldest() {
-        // Regression: covers were merged (earliest start, latest end), so a
-        // file a peer pushed before a recursive check, with the peer's older
-        // mtime, counted as at risk under the start-up full check and was
-        // forced dirty: an echo storm.
-        let mut c = StatCache::new(10);
-        let older = Run {
-            start: at(82, 0),
-            started: Instant::now(),
-            end_sec: 82,
+    fn a_file_that_changed_while_a_deep_check_ran_is_marked() {
+        let mut c = StatCache::new();
+        let run = Run {
+            start: UNIX_EPOCH + Duration::from_secs(200),
+            end_sec: 205,
         };
-        c.record_full(older);
-        let newer = Run {
-            start: at(90, 159_000_000),
-            started: Instant::now() + Duration::from_millis(1),
-            end_sec: 90,
-        };
-        c.record_tree("/d".into(), newer);
-        let pushed = file(7, 2, (89, 0), (90, 3_950_125));
-        assert_eq!(
-            c.classify(path("/d/f0"), Some(&pushed), None),
-            Decision::Check
-        );
+        c.deep_done(run, c.version());
+        let during = file(9, 10, (204, 0), (204, 0));
+        assert_eq!(c.decide(Path::new("/n"), Some(&during)), Decision::CheckAndMark);
+        let before = file(9, 10, (150, 0), (150, 0));
+        assert_eq!(c.decide(Path::new("/n"), Some(&before)), Decision::Check);
+        let after = file(9, 10, (206, 0), (206, 0));
+        assert_eq!(c.decide(Path::new("/n"), Some(&after)), Decision::Check);
     }
 
     #[test]
-    fn eviction_only_makes_decisions_more_cautious() {
-        let mut c = StatCache::new(2);
-        let a = file(1, 1, (100, 0), (100, 0));
-        c.record("/a".into(), Some(a), Some(a), run((99, 0), 100));
-        c.record("/b".into(), Some(a), Some(a), run((99, 0), 100));
-        c.record("/c".into(), Some(a), Some(a), run((99, 0), 100)); // evicts /a and /b
-        assert_eq!(c.len(), 1);
-        assert_eq!(
-            c.classify(path("/a"), Some(&a), None),
-            Decision::CheckAndMark
-        );
+    fn a_reconcile_result_never_overwrites_a_newer_one() {
+        let mut c = StatCache::new();
+        let since = c.version();
+        let newer = file(7, 11, (101, 0), (101, 0));
+        c.record(p("/a"), Some(newer), Some(newer));
+        let older = file(7, 10, (100, 0), (100, 0));
+        assert_eq!(c.record_since(since, p("/a"), Some(older), Some(older)), None);
+        assert_eq!(c.known(Path::new("/a")), Some(&newer));
+        assert!(c.record_since(c.version(), p("/a"), Some(older), Some(older)).is_some());
+    }
+
+    #[test]
+    fn a_walk_lists_what_it_did_not_see() {
+        let f = file(7, 10, (100, 0), (100, 0));
+        let mut c = StatCache::load([
+            (p("/t/a"), f),
+            (p("/t/b"), f),
+            (p("/t/sub/c"), f),
+            (p("/u/d"), f),
+        ]);
+        let w = c.begin_walk();
+        c.get(Path::new("/t/a")).unwrap().saw(w);
+        let mut unseen = c.unseen_under(w, &[p("/t")], &[p("/t/sub")]);
+        unseen.sort();
+        assert_eq!(unseen, vec![p("/t/b")]);
     }
 }

@@ -1,9 +1,15 @@
 //! Walking the synced trees as `csync2 -cr` walks them: from the roots,
 //! entering only directories the configuration may sync something below,
 //! never following a symlink, and reporting each path csync2 would record
-//! with its lstat. Entries that vanish or cannot be read during the walk
-//! are left out (the caller compares with what it knows, and a vanished
-//! path is simply gone).
+//! with its lstat. Entries that vanish during the walk are left out (the
+//! caller compares with what it knows, and a vanished path is simply
+//! gone); directories that cannot be read are reported, so that nothing
+//! below them is taken for gone.
+//!
+//! [`par_synced_under`] walks in several threads (a shared stack of
+//! directories; each entry's lstat is an `fstatat` on its directory's
+//! descriptor): a warm walk is bound by the kernel's dentry lookups, and a
+//! cold one by the disk's queue, and both gain from parallel work.
 //!
 //! Layer: adapter (reads the trees). Imports the core ([`crate::statcache`],
 //! [`crate::vocab`]) only.
@@ -11,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 use crate::statcache::Snapshot;
 use crate::vocab::TreeFilter;
@@ -76,6 +83,184 @@ fn walk(
     }
 }
 
+/// What a parallel walk covered.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Synced paths reported.
+    pub paths: u64,
+    /// Directories that could not be listed (nothing below them was
+    /// reported).
+    pub unreadable: Vec<PathBuf>,
+}
+
+/// How many threads a walk uses: twice the CPUs (a cold walk waits on the
+/// disk), at least 2, at most 8.
+pub fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// The starting points of a walk of `scopes` over `roots`: each root
+/// inside a scope, and each scope inside a root whose every directory
+/// between the root and the scope is entered. Nested starts are dropped.
+pub fn starts(filter: &dyn TreeFilter, roots: &[PathBuf], scopes: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for scope in scopes {
+        for root in roots {
+            let start = if root.starts_with(scope) {
+                root.clone()
+            } else if scope.starts_with(root) {
+                let entered = scope
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|a| a.starts_with(root))
+                    .all(|a| filter.descend(a));
+                if !entered {
+                    continue;
+                }
+                scope.clone()
+            } else {
+                continue;
+            };
+            out.push(start);
+        }
+    }
+    out.sort();
+    out.dedup();
+    let mut kept: Vec<PathBuf> = Vec::with_capacity(out.len());
+    for p in out {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
+struct Work {
+    stack: Vec<PathBuf>,
+    /// Directories taken and not yet done.
+    busy: usize,
+    /// Directories listed so far (for `beat`).
+    listed: u64,
+}
+
+/// Every synced path at or below each of `scopes` (`/`: every tree), with
+/// its lstat, walked by [`threads`] threads. `visit` gets the synced
+/// entries of one directory at a time (from any thread); `beat` is called
+/// every few thousand directories (a long walk is work, too).
+pub fn par_synced_under(
+    filter: &dyn TreeFilter,
+    roots: &[PathBuf],
+    scopes: &[PathBuf],
+    visit: &(dyn Fn(&[(PathBuf, Snapshot)]) + Sync),
+    beat: &(dyn Fn() + Sync),
+) -> Walked {
+    let mut firsts = Vec::new();
+    let mut stack = Vec::new();
+    for start in starts(filter, roots, scopes) {
+        let Some(snap) = Snapshot::lstat(&start) else {
+            continue;
+        };
+        if filter.syncs(&start) {
+            firsts.push((start.clone(), snap));
+        }
+        if snap.is_dir() && filter.descend(&start) {
+            stack.push(start);
+        }
+    }
+    visit(&firsts);
+    let work = Mutex::new(Work {
+        stack,
+        busy: 0,
+        listed: 0,
+    });
+    let wake = Condvar::new();
+    let paths = std::sync::atomic::AtomicU64::new(firsts.len() as u64);
+    let unreadable = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads() {
+            s.spawn(|| loop {
+                let dir = {
+                    let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        if let Some(d) = w.stack.pop() {
+                            w.busy += 1;
+                            break Some(d);
+                        }
+                        if w.busy == 0 {
+                            break None;
+                        }
+                        w = wake.wait(w).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                let Some(dir) = dir else {
+                    wake.notify_all();
+                    return;
+                };
+                let (entries, subdirs) = match list(filter, &dir) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(dir = %dir.display(), "cannot list: {e}");
+                        unreadable
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(dir);
+                        (Vec::new(), Vec::new())
+                    }
+                };
+                if !entries.is_empty() {
+                    paths.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    visit(&entries);
+                }
+                let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
+                w.busy -= 1;
+                w.listed += 1;
+                if w.listed % 2048 == 0 {
+                    beat();
+                }
+                let more = !subdirs.is_empty();
+                w.stack.extend(subdirs);
+                let done = w.busy == 0 && w.stack.is_empty();
+                drop(w);
+                if more || done {
+                    wake.notify_all();
+                }
+            });
+        }
+    });
+    Walked {
+        paths: paths.into_inner(),
+        unreadable: unreadable.into_inner().unwrap_or_else(|e| e.into_inner()),
+    }
+}
+
+/// The synced entries of `dir` with their lstat, and the subdirectories
+/// to enter.
+#[allow(clippy::type_complexity)]
+fn list(
+    filter: &dyn TreeFilter,
+    dir: &Path,
+) -> std::io::Result<(Vec<(PathBuf, Snapshot)>, Vec<PathBuf>)> {
+    let mut entries = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        // fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): never follows.
+        let Ok(meta) = entry.metadata() else { continue };
+        let path = entry.path();
+        let snap = Snapshot::of(&meta);
+        if snap.is_dir() && filter.descend(&path) {
+            subdirs.push(path.clone());
+        }
+        if filter.syncs(&path) {
+            entries.push((path, snap));
+        }
+    }
+    Ok((entries, subdirs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +307,52 @@ mod tests {
             &mut |p, _| below.push(p),
         );
         assert_eq!(below, vec![root.join("a/b"), root.join("a/b/f")]);
+    }
+
+    #[test]
+    fn the_parallel_walk_sees_what_the_serial_one_sees() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for i in 0..20 {
+            let d = root.join(format!("d{i}/e{}", i % 3));
+            std::fs::create_dir_all(&d).unwrap();
+            for j in 0..5 {
+                std::fs::write(d.join(format!("f{j}")), b"x").unwrap();
+            }
+        }
+        std::fs::create_dir_all(root.join("skip/deep")).unwrap();
+        std::fs::write(root.join("skip/deep/g"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("link")).unwrap();
+        let mut serial = Vec::new();
+        synced_under(&Skip, std::slice::from_ref(&root), Path::new("/"), &mut |p, s| {
+            serial.push((p, s))
+        });
+        let par = Mutex::new(Vec::new());
+        let walked = par_synced_under(
+            &Skip,
+            std::slice::from_ref(&root),
+            &[PathBuf::from("/")],
+            &|batch| par.lock().unwrap().extend_from_slice(batch),
+            &|| {},
+        );
+        let mut par = par.into_inner().unwrap();
+        par.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(walked.paths as usize, par.len());
+        assert_eq!(par, serial);
+        assert!(walked.unreadable.is_empty());
+
+        // A scope below the root, and one inside an excluded subtree.
+        let below = Mutex::new(Vec::new());
+        par_synced_under(
+            &Skip,
+            std::slice::from_ref(&root),
+            &[root.join("d1"), root.join("skip/deep")],
+            &|batch| below.lock().unwrap().extend(batch.iter().map(|(p, _)| p.clone())),
+            &|| {},
+        );
+        let mut below = below.into_inner().unwrap();
+        below.sort();
+        assert_eq!(below.len(), 1 + 1 + 5, "{below:?}");
+        assert!(below.iter().all(|p| p.starts_with(root.join("d1"))));
     }
 }

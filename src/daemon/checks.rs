@@ -1,6 +1,6 @@
-//! Checking: batches (`csync2 -c`/`-cr`, plus `-m` for changes csync2
-//! cannot see), full checks, receipts from the local server, and forcing
-//! dirty what a crash left journaled.
+//! Checking batches (`csync2 -c`, plus `-m` for changes csync2 cannot
+//! see; a directory that appeared is compared with the stat cache path by
+//! path), and receipts from the local server.
 
 use super::*;
 
@@ -22,6 +22,7 @@ impl Daemon {
         let slack = Duration::from_millis(20);
         let (mut believed, mut changed_since) = (0usize, 0usize);
         let mut confirmed = Vec::new();
+        let mut cache = reconcile::write(&self.cache);
         for r in receipts {
             let Some(path) = self.real_path(&r.name) else {
                 continue;
@@ -31,9 +32,7 @@ impl Daemon {
             if untouched_since {
                 believed += 1;
                 // What the sender holds, as csync2 recorded it here.
-                confirmed.push((path.clone(), snap));
-                self.awaiting.remove(&path);
-                self.cache.record_received(path, snap, r.done_at);
+                confirmed.push(cache.record_received(path, snap));
             } else {
                 changed_since += 1;
                 debug!(
@@ -44,9 +43,8 @@ impl Daemon {
                 );
             }
         }
-        if let Err(e) = self.journal.confirm(&confirmed) {
-            self.journal_failed("recording received files", &e);
-        }
+        drop(cache);
+        self.persist(&confirmed);
         debug!(believed, changed_since, "receipts from the csync2 server");
     }
 
@@ -72,174 +70,6 @@ impl Daemon {
         self.real_path(d.path.as_os_str().as_bytes())
     }
 
-    /// Start the pending full check in the background: a full check of a
-    /// large tree takes seconds, and changes keep flowing meanwhile (csync2
-    /// serialises the database itself, and commits often for that reason).
-    pub(super) fn run_full(&mut self) -> Result<(), Stop> {
-        if self.full.is_some() {
-            return Ok(());
-        }
-        let Some(req) = self.ctl.start_full() else {
-            return Ok(());
-        };
-        if let Err(stop) = self.gate() {
-            self.ctl.full_not_started(&req, Instant::now());
-            return Err(stop);
-        }
-        let reasons = req.reasons.join("; ");
-        let scope_desc = match &req.scopes {
-            None => "/".to_string(),
-            Some(s) => s
-                .iter()
-                .map(|p| display_bytes(p))
-                .collect::<Vec<_>>()
-                .join(" "),
-        };
-        let scope_entries: Vec<ScopeEntry> = req
-            .scopes
-            .clone()
-            .unwrap_or_else(|| vec![PathBuf::from("/")])
-            .into_iter()
-            .map(|path| ScopeEntry {
-                path,
-                recursive: true,
-            })
-            .collect();
-        let journaled = self.begin_run(RunMode::Full, &scope_entries);
-        for ScopeEntry { path: scope, .. } in scope_entries {
-            if let Err(e) = self.journal.record_full_check(
-                (scope != Path::new("/")).then_some(scope.as_path()),
-                &reasons,
-            ) {
-                self.journal_failed("recording a full check", &e);
-            }
-        }
-        let span = info_span!("full_check", scope = %scope_desc);
-        span.in_scope(|| info!("full check ({reasons})"));
-        let (csync2, limits, scopes) = (self.csync2.clone(), self.limits, req.scopes.clone());
-        let done = self.full_done_tx.clone();
-        let run = Run::begin();
-        let spawned = std::thread::Builder::new()
-            .name("full-check".into())
-            .spawn(move || {
-                let _entered = span.entered();
-                let result = match &scopes {
-                    None => csync2.check_all(limits),
-                    Some(dirs) => csync2.check(dirs, true, limits),
-                };
-                let _ = done.send(());
-                result
-            });
-        match spawned {
-            Ok(handle) => {
-                self.full = Some(RunningFull {
-                    req,
-                    run,
-                    journaled,
-                    started: Instant::now(),
-                    handle,
-                });
-                self.status.full_check_running = true;
-                self.status_dirty = true;
-            }
-            Err(e) => {
-                warn!("cannot start a thread for the full check: {e}");
-                self.end_run(journaled);
-                self.ctl.full_not_started(&req, Instant::now());
-            }
-        }
-        Ok(())
-    }
-
-    /// The background full check ended: record what it established.
-    pub(super) fn finish_full(&mut self) {
-        let Some(full) = self.full.take() else {
-            return;
-        };
-        let RunningFull {
-            req,
-            run,
-            journaled,
-            started,
-            handle,
-        } = full;
-        let result = handle.join().unwrap_or_else(|_| {
-            Err(RunError::Failed {
-                status: "panicked".into(),
-                stderr_tail: "the full-check thread panicked".into(),
-            })
-        });
-        self.status.full_check_running = false;
-        self.status_dirty = true;
-        let run = run.ended();
-        let millis = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(outcome) => {
-                self.status.counters.checks += outcome.processes as u64;
-                match &req.scopes {
-                    None => {
-                        self.status.counters.full_syncs += 1;
-                        self.cache.record_full(run);
-                        if let Err(e) = self.journal.complete_all(req.max_txid) {
-                            self.journal_failed("clearing checked changes", &e);
-                        }
-                        self.status.last_full_sync = Some(RunInfo {
-                            at: status::unix_now(),
-                            paths: 0,
-                            millis,
-                            marked: outcome.marked.len() as u64,
-                            ok: true,
-                        });
-                    }
-                    Some(dirs) => {
-                        for d in dirs {
-                            self.cache.record_tree(d.clone(), run);
-                        }
-                        if let Err(e) = self.journal.complete_trees(dirs, req.max_txid) {
-                            self.journal_failed("clearing checked changes", &e);
-                        }
-                    }
-                }
-                self.end_run(journaled);
-                // Pushes to every peer, and plans the next periodic one.
-                self.ctl.full_ended(&req, true, Instant::now());
-                info!(
-                    marked = outcome.marked.len(),
-                    elapsed = ?started.elapsed(),
-                    "full check done"
-                );
-            }
-            Err(e) => {
-                if matches!(e, RunError::Busy) {
-                    self.status.counters.busy += 1;
-                } else {
-                    self.status.counters.csync2_failures += 1;
-                }
-                self.status.last_error = Some(e.to_string());
-                let delay = self
-                    .ctl
-                    .full_ended(&req, false, Instant::now())
-                    .unwrap_or_default();
-                warn!("full check failed, retrying in {delay:?}: {e}");
-                // It may have stopped between recording a file and marking
-                // it dirty: what it covered is in doubt, and so is what was
-                // checked while it ran (such a file looked unchanged).
-                self.awaiting.clear();
-                let scope = req
-                    .scopes
-                    .clone()
-                    .unwrap_or_else(|| vec![PathBuf::from("/")])
-                    .into_iter()
-                    .map(|path| ScopeEntry {
-                        path,
-                        recursive: true,
-                    })
-                    .collect();
-                self.in_doubt(journaled, scope);
-            }
-        }
-    }
-
     pub(super) fn run_batch(&mut self) -> Result<(), Stop> {
         let batch = self.ctl.take_batch();
         if batch.is_empty() {
@@ -254,27 +84,59 @@ impl Daemon {
         let started = Instant::now();
 
         self.absorb_receipts();
-        let unattributed = self.server.unattributed();
+        self.note_unattributed();
         let mut check = Vec::new();
         let mut mark = Vec::new();
         let mut pre = Vec::new();
         let mut skipped = 0u64;
-        for p in batch.entries.iter().chain(&batch.dirs) {
-            let snap = Snapshot::lstat(p);
-            match self.cache.classify(p, snap.as_ref(), unattributed) {
+        let mut gone_trees: Vec<PathBuf> = Vec::new();
+        let mut take = |p: PathBuf, snap: Option<Snapshot>, d: Decision, cache: &StatCache| {
+            match d {
                 Decision::Skip => skipped += 1,
                 Decision::Check => check.push(p.clone()),
                 Decision::CheckAndMark => {
                     tracing::trace!(
-                        path = %display_bytes(p),
-                        why = %self.cache.explain(p, snap.as_ref()),
+                        path = %display_bytes(&p),
+                        why = %cache.explain(&p, snap.as_ref()),
                         "at risk: will force dirty"
                     );
                     check.push(p.clone());
                     mark.push(p.clone());
                 }
             }
-            pre.push((p.clone(), snap));
+            pre.push((p, snap));
+        };
+        {
+            let cache = reconcile::read(&self.cache);
+            for p in batch.entries.iter().chain(&batch.dirs) {
+                let snap = Snapshot::lstat(p);
+                let d = cache.decide(p, snap.as_ref());
+                take(p.clone(), snap, d, &cache);
+            }
+        }
+        if !batch.trees.is_empty() {
+            // Directories that appeared or vanished: every path below them
+            // that the cache does not hold as it is now.
+            let heartbeat = self.heartbeat.clone();
+            let diff = reconcile::differences(
+                &self.cache,
+                &self.plan,
+                &batch.trees,
+                &|c, p, s| c.decide(p, s),
+                &|| heartbeat.beat(),
+            );
+            // Trees that vanished also get `csync2 -cr`: it marks deleted
+            // whatever csync2 recorded below them, known to the cache or not.
+            gone_trees = batch
+                .trees
+                .iter()
+                .filter(|t| Snapshot::lstat(t).is_none())
+                .cloned()
+                .collect();
+            let cache = reconcile::read(&self.cache);
+            for (p, snap, d) in diff.items {
+                take(p, snap, d, &cache);
+            }
         }
         self.status.counters.skipped += skipped;
 
@@ -292,7 +154,7 @@ impl Daemon {
                 recursive: true,
             }))
             .collect();
-        let journaled = if check.is_empty() && batch.trees.is_empty() {
+        let journaled = if check.is_empty() && gone_trees.is_empty() {
             None
         } else {
             self.begin_run(RunMode::Check, &scope)
@@ -303,15 +165,14 @@ impl Daemon {
             mark = mark.len(),
             "batch: checking"
         );
-        let run = Run::begin();
         let result = (|| -> Result<(), RunError> {
             if !check.is_empty() {
                 let o = self.csync2.check(&check, false, self.limits)?;
                 self.status.counters.checks += o.processes as u64;
                 marked += o.marked.len();
             }
-            if !batch.trees.is_empty() {
-                let o = self.csync2.check(&batch.trees, true, self.limits)?;
+            if !gone_trees.is_empty() {
+                let o = self.csync2.check(&gone_trees, true, self.limits)?;
                 self.status.counters.checks += o.processes as u64;
                 marked += o.marked.len();
             }
@@ -323,24 +184,21 @@ impl Daemon {
             }
             Ok(())
         })();
-        let run = run.ended();
         match result {
             Ok(()) => {
                 self.end_run(journaled);
                 let checked: HashSet<&PathBuf> = check.iter().collect();
-                for (p, pre) in pre {
-                    if checked.contains(&p) {
-                        let post = Snapshot::lstat(&p);
-                        if pre == post {
-                            // csync2 saw exactly this state.
-                            self.await_confirmation(p.clone(), post);
+                let mut persist = Vec::new();
+                {
+                    let mut cache = reconcile::write(&self.cache);
+                    for (p, pre) in pre {
+                        if checked.contains(&p) {
+                            let post = Snapshot::lstat(&p);
+                            persist.push(cache.record(p, pre, post));
                         }
-                        self.cache.record(p, pre, post, run);
                     }
                 }
-                for t in &batch.trees {
-                    self.cache.record_tree(t.clone(), run);
-                }
+                self.persist(&persist);
                 self.complete(&batch);
                 if marked > 0 {
                     self.ctl.sched.mark_all_dirty();

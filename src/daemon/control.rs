@@ -191,8 +191,7 @@ impl Daemon {
                 }
                 Request::Deep => {
                     info!("deep check requested");
-                    self.ctl
-                        .request_full(None, "requested by csync2-watch sync --deep");
+                    self.ctl.request_deep("requested by csync2-watch sync --deep");
                 }
                 Request::Flush => {
                     info!("flush requested: updating every peer now");

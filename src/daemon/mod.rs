@@ -17,7 +17,7 @@
 //! Layer: daemon. Imports the adapters and the core (the decisions are
 //! the [`crate::controller`]'s; this module carries them out).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,11 +65,12 @@ struct Stop;
 /// A full check running in its own thread.
 struct RunningFull {
     req: FullRequest,
-    run: Run,
+    /// The cache's version when it started: newer results win.
+    since: u64,
     /// Its journal record.
     journaled: Option<u64>,
     started: Instant,
-    handle: std::thread::JoinHandle<Result<crate::runner::CheckOutcome, RunError>>,
+    handle: std::thread::JoinHandle<Result<reconcile::Reconciled, RunError>>,
 }
 
 /// A probe's answer, from its own thread.
@@ -155,6 +156,17 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         ],
     );
 
+    let loaded = Instant::now();
+    let (cache, cache_lost) = match journal.confirmed_all() {
+        Ok(rows) => (StatCache::load(rows), false),
+        Err(e) => {
+            error!("cannot read the stat cache from the journal ({e}): filling it again from csync2's database");
+            (StatCache::new(), true)
+        }
+    };
+    info!(paths = cache.len(), elapsed = ?loaded.elapsed(), "stat cache loaded");
+    let cache = Arc::new(std::sync::RwLock::new(cache));
+
     let (probe_tx, probe_rx) = crossbeam_channel::unbounded();
     let (full_done_tx, full_done_rx) = crossbeam_channel::bounded(1);
     let peers: Vec<String> = plan.peers().iter().map(|p| p.name.clone()).collect();
@@ -175,7 +187,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         state_dir,
         port,
         journal,
-        cache: StatCache::new(100_000),
+        cache,
         watcher,
         server,
         signals: sig_rx,
@@ -186,7 +198,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         full_done_tx,
         full_done_rx,
         doubt: recover::Doubt::default(),
-        awaiting: HashMap::new(),
+        last_unattributed: None,
         health,
         need_fill: false,
         status: Status::default(),
@@ -207,6 +219,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     daemon.take_over(clean_stop, journal_missed_writes || set_aside.is_some());
+    if cache_lost {
+        daemon.need_fill = true;
+    }
     let result = daemon.main_loop();
     if result.is_ok() {
         if let Err(e) = daemon.journal.mark_stopped() {
@@ -311,7 +326,6 @@ fn bind_addresses(node: Option<&str>, port: u16) -> Vec<IpAddr> {
 
 fn watch_options(s: &Settings) -> WatchOptions {
     WatchOptions {
-        network_fs_interval: s.network_fs_interval,
         degraded_interval: s.degraded_interval,
         ..WatchOptions::default()
     }
@@ -326,6 +340,7 @@ fn policy(s: &Settings) -> Policy {
         quiet_period: s.quiet_period,
         retry_initial: s.retry_initial,
         retry_max: s.retry_max,
+        deep_check_interval: s.deep_check_interval,
     }
 }
 
@@ -356,7 +371,8 @@ struct Daemon {
     state_dir: PathBuf,
     port: u16,
     journal: Journal,
-    cache: StatCache,
+    /// The stat cache (shared with the reconcile thread).
+    cache: reconcile::SharedCache,
     /// What runs next: the batch queue, the peers' schedule, timers and
     /// backoffs.
     ctl: Controller,
@@ -372,9 +388,8 @@ struct Daemon {
     full_done_rx: Receiver<()>,
     /// Where csync2's database is in doubt until recovery runs.
     doubt: recover::Doubt,
-    /// Checked paths waiting for `csync2 -M` to confirm every peer holds
-    /// them, with the stat csync2 checked.
-    awaiting: HashMap<PathBuf, Option<Snapshot>>,
+    /// The local server's last unattributed activity the cache was told.
+    last_unattributed: Option<Instant>,
     /// The flag that tells the next start the journal missed writes.
     health: Option<HealthFlag>,
     /// The confirmed record was never filled from csync2's database.
@@ -391,6 +406,7 @@ struct Daemon {
 mod checks;
 mod control;
 mod peers;
+mod reconcile;
 mod recover;
 mod report;
 mod watchdog;

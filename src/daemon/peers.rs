@@ -150,12 +150,6 @@ impl Daemon {
                 if !dirty.is_empty() {
                     debug!(peers = %dirty.join(","), "csync2 -M: still dirty");
                 }
-                // A full check in flight may yet turn out to have stopped
-                // between recording a file and marking it: what was checked
-                // meanwhile is confirmed once it has finished.
-                if self.full.is_none() {
-                    self.confirm_clean(&entries);
-                }
                 self.status.unsynced_count = entries.len() as u64;
                 self.status.unsynced = entries
                     .iter()

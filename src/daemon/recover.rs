@@ -1,9 +1,9 @@
-//! Exactness across crashes: journaling csync2 runs, the record of what
-//! the peers were confirmed to hold (filling it, and confirming from
-//! `csync2 -M`), and recovery where csync2's database is in doubt (see
-//! [`crate::confirm`] for the rules).
+//! Exactness across crashes: journaling csync2 runs, the first fill of
+//! the stat cache from csync2's database, and recovery where csync2's
+//! database is in doubt (see [`crate::confirm`] for the rules).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use super::*;
 use crate::confirm::{self, Standing};
@@ -48,7 +48,7 @@ impl Doubt {
         }
     }
 
-    fn covers(&self, path: &Path) -> bool {
+    pub fn covers(&self, path: &Path) -> bool {
         self.exact.contains(path) || path.ancestors().any(|a| self.trees.contains(a))
     }
 
@@ -56,11 +56,6 @@ impl Doubt {
         self.recent_ms.is_some() || self.trees.contains(Path::new("/"))
     }
 }
-
-/// Most checked paths kept waiting for `csync2 -M` (a peer down for long
-/// keeps them waiting). Past this they are forgotten: that only costs a
-/// re-push of those paths if a crash puts them in doubt.
-const MAX_AWAITING: usize = 200_000;
 
 impl Daemon {
     /// What the last run of the daemon left: interrupted csync2 runs, the
@@ -207,44 +202,45 @@ impl Daemon {
             .filter_map(|k| self.real_path(&k.name).map(|p| (p, k.checktxt)))
             .collect();
         let ignores = self.plan.ignores();
-        let mut items = Vec::new();
-        let mut walked = 0u64;
         let plan = self.plan.clone();
         let heartbeat = self.heartbeat.clone();
-        crate::walk::synced_under(
+        let (doubt, recent_cut) = (&self.doubt, self.doubt.recent_ms);
+        let items = Mutex::new(Vec::new());
+        let walked = crate::walk::par_synced_under(
             plan.as_ref(),
             plan.roots(),
-            Path::new("/"),
-            &mut |path, snap| {
-                walked += 1;
-                if walked % 4096 == 0 {
-                    // A walk of a big, cold tree is work too.
-                    heartbeat.beat();
+            &[PathBuf::from("/")],
+            &|batch| {
+                let mut mine = Vec::new();
+                for (path, snap) in batch {
+                    // What is in doubt is left to recovery, which forces
+                    // what the cache does not hold.
+                    let recent = recent_cut.is_some_and(|cut| confirm::recent(snap, cut));
+                    if recent || doubt.covers(path) || dirty.contains(path) {
+                        continue;
+                    }
+                    let Some(recorded) = known.get(path) else {
+                        continue;
+                    };
+                    let target = (snap.mode & 0o170000 == 0o120000)
+                        .then(|| std::fs::read_link(path).ok())
+                        .flatten()
+                        .map(|t| {
+                            use std::os::unix::ffi::OsStrExt;
+                            t.as_os_str().as_bytes().to_vec()
+                        });
+                    if confirm::checktxt(snap, target.as_deref(), ignores) == *recorded {
+                        mine.push((path.clone(), *snap));
+                    }
                 }
-                // What is in doubt is left to recovery, which forces what
-                // the record does not hold.
-                let recent = self
-                    .doubt
-                    .recent_ms
-                    .is_some_and(|cut| confirm::recent(&snap, cut));
-                if recent || self.doubt.covers(&path) || dirty.contains(&path) {
-                    return;
-                }
-                let Some(recorded) = known.get(&path) else {
-                    return;
-                };
-                let target = (snap.mode & 0o170000 == 0o120000)
-                    .then(|| std::fs::read_link(&path).ok())
-                    .flatten()
-                    .map(|t| {
-                        use std::os::unix::ffi::OsStrExt;
-                        t.as_os_str().as_bytes().to_vec()
-                    });
-                if confirm::checktxt(&snap, target.as_deref(), ignores) == *recorded {
-                    items.push((path, snap));
-                }
+                items.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
             },
+            &|| heartbeat.beat(),
         );
+        let walked = walked.paths;
+        let items = items.into_inner().unwrap_or_else(|e| e.into_inner());
+        reconcile::write(&self.cache).fill(items.iter().cloned());
+        self.status.cache_paths = items.len() as u64;
         if let Err(e) = self.journal.fill_confirmed(&items) {
             self.journal_failed("filling the confirmed record", &e);
         }
@@ -255,7 +251,7 @@ impl Daemon {
             walked,
             known = known.len(),
             elapsed = ?started.elapsed(),
-            "filled the record of what the peers hold from csync2's database"
+            "filled the stat cache from csync2's database"
         );
         self.set_state("idle");
         Ok(())
@@ -271,14 +267,7 @@ impl Daemon {
         self.set_state("recovering");
         self.absorb_receipts();
         let started = Instant::now();
-        let force = match self.paths_to_force(true) {
-            Ok(f) => f,
-            Err(e) => {
-                self.journal_failed("reading the confirmed record", &e);
-                // Without the record, everything in doubt is forced.
-                self.paths_to_force(false).unwrap_or_default()
-            }
-        };
+        let force = self.paths_to_force();
         let paths: Vec<PathBuf> = force.iter().map(|(p, _)| p.clone()).collect();
         if !paths.is_empty() {
             let scope: Vec<ScopeEntry> = paths
@@ -305,9 +294,15 @@ impl Daemon {
             }
             self.status.counters.marks += 1;
             self.ctl.sched.mark_all_dirty();
-            for (p, snap) in force {
-                self.await_confirmation(p, snap);
+            let mut persist = Vec::with_capacity(force.len());
+            {
+                let mut cache = reconcile::write(&self.cache);
+                for (p, pre) in force {
+                    let post = Snapshot::lstat(&p);
+                    persist.push(cache.record(p, pre, post));
+                }
             }
+            self.persist(&persist);
         }
         let doubt = std::mem::take(&mut self.doubt);
         if let Err(e) = self.journal.end_runs(&doubt.runs) {
@@ -336,120 +331,47 @@ impl Daemon {
     }
 
     /// Walk what is in doubt and pick what must be forced dirty, comparing
-    /// with the record (`use_record` false: as if it were empty, when it
-    /// cannot be read).
-    fn paths_to_force(
-        &self,
-        use_record: bool,
-    ) -> Result<Vec<(PathBuf, Option<Snapshot>)>, JournalError> {
-        let record_under = |dir: &Path| {
-            if use_record {
-                self.journal.confirmed_under(dir)
-            } else {
-                Ok(HashMap::new())
-            }
-        };
-        let record_of = |path: &Path| {
-            if use_record {
-                self.journal.confirmed(path)
-            } else {
-                Ok(None)
-            }
-        };
-        let mut out = Vec::new();
+    /// with the stat cache.
+    fn paths_to_force(&self) -> Vec<(PathBuf, Option<Snapshot>)> {
         let plan = self.plan.clone();
         let recent = self.doubt.recent_ms;
-        let mut judged = 0u64;
-        let mut judge = |path: PathBuf,
-                         disk: Option<Snapshot>,
-                         confirmed: Option<&Snapshot>,
-                         out: &mut Vec<(PathBuf, Option<Snapshot>)>| {
-            judged += 1;
-            if judged % 4096 == 0 {
-                // A walk of a big, cold tree is work too.
-                self.heartbeat.beat();
-            }
+        let doubt = &self.doubt;
+        let judge = |c: &StatCache, path: &Path, disk: Option<&Snapshot>| {
             let standing = Standing {
-                disk: disk.as_ref(),
-                confirmed,
-                in_doubt: self.doubt.covers(&path),
+                disk,
+                confirmed: c.known(path),
+                in_doubt: doubt.covers(path),
             };
-            if confirm::must_force(standing, recent) && plan.decide(&path).synced {
-                out.push((path, disk));
+            if confirm::must_force(standing, recent) {
+                Decision::CheckAndMark
+            } else {
+                Decision::Skip
             }
         };
-        if self.doubt.everywhere() {
-            let mut confirmed = record_under(Path::new("/"))?;
-            crate::walk::synced_under(plan.as_ref(), plan.roots(), Path::new("/"), &mut |p, s| {
-                let c = confirmed.remove(&p);
-                judge(p, Some(s), c.as_ref(), &mut out);
-            });
-            // Confirmed, and gone.
-            for (p, c) in confirmed {
-                judge(p, None, Some(&c), &mut out);
-            }
+        let scopes: Vec<PathBuf> = if self.doubt.everywhere() {
+            vec![PathBuf::from("/")]
         } else {
-            let mut seen = HashSet::new();
-            for dir in &self.doubt.trees {
-                let mut confirmed = record_under(dir)?;
-                crate::walk::synced_under(plan.as_ref(), plan.roots(), dir, &mut |p, s| {
-                    let c = confirmed.remove(&p);
-                    if seen.insert(p.clone()) {
-                        judge(p, Some(s), c.as_ref(), &mut out);
-                    }
-                });
-                for (p, c) in confirmed {
-                    if seen.insert(p.clone()) {
-                        judge(p, None, Some(&c), &mut out);
-                    }
-                }
+            self.doubt.trees.iter().cloned().collect()
+        };
+        let heartbeat = self.heartbeat.clone();
+        let mut out: Vec<(PathBuf, Option<Snapshot>)> = Vec::new();
+        if !scopes.is_empty() {
+            let diff =
+                reconcile::differences(&self.cache, &plan, &scopes, &judge, &|| heartbeat.beat());
+            out.extend(diff.items.into_iter().map(|(p, s, _)| (p, s)));
+        }
+        let mut seen: HashSet<PathBuf> = out.iter().map(|(p, _)| p.clone()).collect();
+        let cache = reconcile::read(&self.cache);
+        for p in &self.doubt.exact {
+            if scopes.iter().any(|s| p.starts_with(s)) || !seen.insert(p.clone()) {
+                continue;
             }
-            for p in &self.doubt.exact {
-                if seen.insert(p.clone()) {
-                    let c = record_of(p)?;
-                    judge(p.clone(), Snapshot::lstat(p), c.as_ref(), &mut out);
-                }
+            let disk = Snapshot::lstat(p);
+            if judge(&cache, p, disk.as_ref()) != Decision::Skip && plan.decide(p).synced {
+                out.push((p.clone(), disk));
             }
         }
-        Ok(out)
-    }
-
-    /// A checked path waits for `csync2 -M` to say no peer needs it.
-    pub(super) fn await_confirmation(&mut self, path: PathBuf, snap: Option<Snapshot>) {
-        if self.awaiting.len() >= MAX_AWAITING && !self.awaiting.contains_key(&path) {
-            debug!(
-                max = MAX_AWAITING,
-                "too many paths wait for confirmation: forgetting them (a crash would re-push them)"
-            );
-            self.awaiting.clear();
-        }
-        self.awaiting.insert(path, snap);
-    }
-
-    /// `csync2 -M` listed what is still dirty: every waiting path it does
-    /// not list is held by every peer as it was checked.
-    pub(super) fn confirm_clean(&mut self, dirty: &[crate::runner::DirtyEntry]) {
-        if self.awaiting.is_empty() {
-            return;
-        }
-        let still: HashSet<PathBuf> = dirty.iter().filter_map(|d| self.dirty_path(d)).collect();
-        let mut done = Vec::new();
-        self.awaiting.retain(|p, snap| {
-            if still.contains(p) {
-                true
-            } else {
-                done.push((p.clone(), *snap));
-                false
-            }
-        });
-        if let Err(e) = self.journal.confirm(&done) {
-            self.journal_failed("recording confirmed paths", &e);
-        }
-        debug!(
-            confirmed = done.len(),
-            waiting = self.awaiting.len(),
-            "peers confirmed"
-        );
+        out
     }
 }
 

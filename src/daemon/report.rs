@@ -4,23 +4,25 @@
 use super::*;
 
 impl Daemon {
-    /// Periodic full checks for trees inotify cannot fully see.
+    /// Periodic reconciles for trees inotify cannot fully see.
     pub(super) fn refresh_scope_timers(&mut self, now: Instant) {
         let stats = self.watcher.stats();
         self.set_scope_timers(&stats, now);
     }
 
-    /// Keep one timer per network-filesystem or degraded tree; a tree that
-    /// stays keeps its due time. A new network-filesystem tree is logged
-    /// once, loudly.
+    /// Keep one timer per network-filesystem, FUSE or degraded tree; a
+    /// tree that stays keeps its due time. A new polled tree is logged
+    /// once, with the reason.
     pub(super) fn set_scope_timers(&mut self, stats: &WatchStats, now: Instant) {
         for (path, fs) in &stats.network_fs {
             if !self.ctl.scope_timers().iter().any(|t| &t.path == path) {
                 warn!(
                     path = %display_bytes(path),
                     fs,
-                    every = ?self.settings.network_fs_interval,
-                    "inotify cannot see writes made by other machines here: periodic full checks"
+                    every = %humantime::format_duration(self.settings.blind_poll_interval),
+                    "inotify cannot see writes that other machines (or a FUSE filesystem's \
+                     backing store) make on this {fs} mount: polling it with a reconcile \
+                     (blind_poll_interval); this node's own changes still come from inotify"
                 );
             }
         }
@@ -30,15 +32,15 @@ impl Daemon {
             .map(|(p, _)| {
                 (
                     p.clone(),
-                    self.settings.network_fs_interval,
-                    "tree inotify cannot fully see",
+                    self.settings.blind_poll_interval,
+                    "polled: inotify cannot see other machines' writes here",
                 )
             })
             .chain(stats.degraded.iter().map(|p| {
                 (
                     p.clone(),
                     self.settings.degraded_interval,
-                    "tree inotify cannot fully see",
+                    "polled: inotify could not watch all of this tree",
                 )
             }))
             .collect();

@@ -1,5 +1,4 @@
-//! The journal's record of csync2 runs in flight and of what the peers
-//! were last confirmed to hold.
+//! The journal's record of csync2 runs in flight, and the stat cache.
 //!
 //! A csync2 client run that can change csync2's database (`-c`, `-cr`,
 //! `-m`, `-u`) is written here with its scope before it starts and removed
@@ -8,10 +7,13 @@
 //! csync2 recorded but never marked dirty: whatever this table still holds
 //! at start-up is what csync2's database cannot be trusted about.
 //!
-//! `confirmed` holds, per path, the stat the path had when csync2 last
-//! reported it clean towards every peer (or when the local server received
-//! it from a peer). Recovery compares the disk with it; see
-//! [`crate::confirm`].
+//! `confirmed` holds the stat cache ([`crate::statcache`]): per path, the
+//! stat csync2 last recorded through the daemon's own runs (a check across
+//! which the lstat did not change, or a file the local server received).
+//! A row with mode 0 ([`Snapshot::UNKNOWN`]) stands for "recorded, state
+//! unknown". Reconciles and recovery compare the disk with it; see
+//! [`crate::confirm`]. (The table keeps the name it had when it held only
+//! what `csync2 -M` confirmed, so schema 2 needs no migration.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -311,6 +313,24 @@ impl Journal {
             let (path, snap) = row.map_err(|e| self.err(e))?;
             let path = path.ok_or_else(|| self.corrupt("a confirmed path is not a blob"))?;
             out.insert(path, snap);
+        }
+        Ok(out)
+    }
+
+    /// Every row: the stat cache as last persisted.
+    pub fn confirmed_all(&self) -> Result<Vec<(PathBuf, Snapshot)>, JournalError> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT path, {SNAPSHOT_COLUMNS} FROM confirmed"))
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((blob(r.get_ref(0)?), snapshot_row(r, 1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, snap) = row.map_err(|e| self.err(e))?;
+            let path = path.ok_or_else(|| self.corrupt("a stat cache path is not a blob"))?;
+            out.push((path, snap));
         }
         Ok(out)
     }

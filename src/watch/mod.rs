@@ -88,9 +88,6 @@ pub struct WatchOptions {
     /// Directories that could not be watched are retried this often (the
     /// limit may have been raised, a permission fixed). Default 60s.
     pub retry_interval: Duration,
-    /// How often the daemon fully checks trees on network filesystems
-    /// (only quoted in the warning). Default 5m.
-    pub network_fs_interval: Duration,
     /// How often the daemon fully checks subtrees that could not be
     /// watched (only quoted in the log). Default 5m.
     pub degraded_interval: Duration,
@@ -104,7 +101,6 @@ impl Default for WatchOptions {
             max_changes: 1_000_000,
             progress: true,
             retry_interval: Duration::from_secs(60),
-            network_fs_interval: Duration::from_secs(300),
             degraded_interval: Duration::from_secs(300),
         }
     }

@@ -567,10 +567,9 @@ impl Reader {
         let name = dir.fs_magic().ok().and_then(crate::fstype::network_fs_name);
         self.fs_seen.insert(dev, name);
         if let Some(fs) = name {
-            tracing::warn!(
-                "inotify cannot see writes made by other machines on {fs} at {}; it gets a full check every {}",
+            tracing::debug!(
+                "inotify cannot see writes made by other machines on {fs} at {}",
                 path.display(),
-                humantime::format_duration(self.opts.network_fs_interval)
             );
             self.network.push((path.to_path_buf(), fs));
         }

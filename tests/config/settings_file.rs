@@ -58,7 +58,8 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(d.retry_max, Duration::from_secs(300));
     assert_eq!(d.stall_timeout, Duration::from_secs(60));
     assert_eq!(d.server, ServerMode::Managed);
-    assert_eq!(d.network_fs_interval, Duration::from_secs(300));
+    assert_eq!(d.blind_poll_interval, Duration::from_secs(10));
+    assert_eq!(d.deep_check_interval, Duration::from_secs(86_400));
     assert_eq!(d.degraded_interval, Duration::from_secs(300));
     assert_eq!(d.journal_keep_events, 1_000_000);
     assert_eq!(d.source, None);
@@ -239,6 +240,7 @@ fn absurd_and_zero_values_are_refused_with_the_fix() {
         ("quiet_period = \"10m\"\n", "too long"),
         ("stall_timeout = \"0s\"\n", "csync2 has no network timeouts"),
         ("retry_max = \"0s\"\n", "must be more than 0"),
+        ("blind_poll_interval = \"0s\"\n", "must be more than 0"),
         ("network_fs_interval = \"0s\"\n", "must be more than 0"),
         ("degraded_interval = \"0ms\"\n", "must be more than 0"),
         ("parallel_updates = \"yes\"\n", "expected true or false"),
@@ -276,6 +278,11 @@ fn doubtful_values_are_warnings_not_errors() {
             "irregular",
         ),
         ("csync2_args = [\"-d\"]\n", "dry run"),
+        (
+            "network_fs_interval = \"30s\"\n",
+            "now called `blind_poll_interval`",
+        ),
+        ("deep_check_interval = \"1m\"\n", "reads csync2's database"),
         ("stall_timeout = \"1s\"\n", "may kill healthy runs"),
         ("batch_delay = \"2s\"\n", "wait this long"),
         ("batch_delay_max = \"3s\"\n", "the goal is a second"),
