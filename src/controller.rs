@@ -555,7 +555,10 @@ mod tests {
         assert_eq!(c.next(t0), Next::Run(Action::Full));
         let req = c.start_full().unwrap();
         assert_eq!(c.next(t0), Next::Wait(None), "one full check at a time");
-        assert_eq!(c.full_ended(&req, false, false, t0), Some(Duration::from_secs(1)));
+        assert_eq!(
+            c.full_ended(&req, false, false, t0),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(c.next(t0), Next::Wait(Some(t0 + Duration::from_secs(1))));
         assert_eq!(c.next(t0 + Duration::from_secs(1)), Next::Run(Action::Full));
         let req = c.start_full().unwrap();

@@ -40,9 +40,9 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The parts of a stat that matter here.
@@ -380,7 +380,12 @@ impl StatCache {
 
     /// A check of `path` is over; `pre` and `post` are the lstats taken
     /// just before and just after it. Returns what to persist.
-    pub fn record(&mut self, path: PathBuf, pre: Option<Snapshot>, post: Option<Snapshot>) -> Persist {
+    pub fn record(
+        &mut self,
+        path: PathBuf,
+        pre: Option<Snapshot>,
+        post: Option<Snapshot>,
+    ) -> Persist {
         let trusted = match (&pre, &post) {
             (None, None) => true,
             (Some(a), Some(b)) => b.unchanged_since(a),
@@ -439,9 +444,7 @@ impl StatCache {
 
     /// Forget `path` (no longer synced); returns what to persist.
     pub fn forget(&mut self, path: &Path) -> Option<Persist> {
-        self.map
-            .remove(path)
-            .map(|_| (path.to_path_buf(), None))
+        self.map.remove(path).map(|_| (path.to_path_buf(), None))
     }
 
     /// The local csync2 server did something no file can be pinned to.
@@ -519,7 +522,10 @@ mod tests {
         let f = file(7, 10, (100, 1), (100, 2));
         let c = known("/a", f);
         let again = file(7, 10, (100, 500), (100, 600));
-        assert_eq!(c.decide(Path::new("/a"), Some(&again)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/a"), Some(&again)),
+            Decision::CheckAndMark
+        );
     }
 
     #[test]
@@ -529,7 +535,10 @@ mod tests {
         // Rewritten at the same size, then `touch -d` back to the old
         // mtime: only ctime says so.
         let back = file(7, 10, (100, 0), (250, 3));
-        assert_eq!(c.decide(Path::new("/a"), Some(&back)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/a"), Some(&back)),
+            Decision::CheckAndMark
+        );
     }
 
     #[test]
@@ -538,7 +547,10 @@ mod tests {
         let c = known("/a", f);
         // Another inode with the same size, mode and mtime.
         let other = file(8, 10, (100, 0), (300, 0));
-        assert_eq!(c.decide(Path::new("/a"), Some(&other)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/a"), Some(&other)),
+            Decision::CheckAndMark
+        );
     }
 
     #[test]
@@ -562,10 +574,16 @@ mod tests {
             c.record(p("/a"), Some(pre), Some(post)),
             (p("/a"), Some(Snapshot::UNKNOWN))
         );
-        assert_eq!(c.decide(Path::new("/a"), Some(&post)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/a"), Some(&post)),
+            Decision::CheckAndMark
+        );
         // Loaded back from the journal, it is still unknown.
         let c = StatCache::load([(p("/a"), Snapshot::UNKNOWN)]);
-        assert_eq!(c.decide(Path::new("/a"), Some(&post)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/a"), Some(&post)),
+            Decision::CheckAndMark
+        );
     }
 
     #[test]
@@ -597,7 +615,10 @@ mod tests {
         c.record_received(p("/a"), Some(got));
         assert_eq!(c.decide(Path::new("/a"), Some(&got)), Decision::Skip);
         let local = file(7, 10, (100, 0), (100, 7));
-        assert_eq!(c.decide(Path::new("/a"), Some(&local)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/a"), Some(&local)),
+            Decision::CheckAndMark
+        );
     }
 
     #[test]
@@ -612,7 +633,10 @@ mod tests {
         // A record after the activity is trusted again.
         c.record(p("/a"), Some(written), Some(written));
         let local = file(7, 10, (100, 0), (100, 9));
-        assert_eq!(c.decide(Path::new("/a"), Some(&local)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/a"), Some(&local)),
+            Decision::CheckAndMark
+        );
     }
 
     #[test]
@@ -624,7 +648,10 @@ mod tests {
         };
         c.deep_done(run, c.version());
         let during = file(9, 10, (204, 0), (204, 0));
-        assert_eq!(c.decide(Path::new("/n"), Some(&during)), Decision::CheckAndMark);
+        assert_eq!(
+            c.decide(Path::new("/n"), Some(&during)),
+            Decision::CheckAndMark
+        );
         let before = file(9, 10, (150, 0), (150, 0));
         assert_eq!(c.decide(Path::new("/n"), Some(&before)), Decision::Check);
         let after = file(9, 10, (206, 0), (206, 0));
@@ -638,9 +665,14 @@ mod tests {
         let newer = file(7, 11, (101, 0), (101, 0));
         c.record(p("/a"), Some(newer), Some(newer));
         let older = file(7, 10, (100, 0), (100, 0));
-        assert_eq!(c.record_since(since, p("/a"), Some(older), Some(older)), None);
+        assert_eq!(
+            c.record_since(since, p("/a"), Some(older), Some(older)),
+            None
+        );
         assert_eq!(c.known(Path::new("/a")), Some(&newer));
-        assert!(c.record_since(c.version(), p("/a"), Some(older), Some(older)).is_some());
+        assert!(c
+            .record_since(c.version(), p("/a"), Some(older), Some(older))
+            .is_some());
     }
 
     #[test]

@@ -507,7 +507,7 @@ pub fn limit_message(
     format!(
         "inotify watch limit reached: watching {watched} directories, about {needed} needed; \
          raise fs.inotify.max_user_watches (now {now}){userns} with `csync2-watch sysctl --write`; \
-         until then {unwatched_subtrees} unwatched subtree(s) get a full check every {}",
+         until then {unwatched_subtrees} unwatched subtree(s) are reconciled every {}",
         humantime::format_duration(interval)
     )
 }

@@ -138,6 +138,9 @@ pub fn starts(filter: &dyn TreeFilter, roots: &[PathBuf], scopes: &[PathBuf]) ->
     kept
 }
 
+/// What [`par_synced_under`] hands each directory's synced entries to.
+pub type Visit<'a> = &'a (dyn Fn(&[(PathBuf, Snapshot)]) + Sync);
+
 struct Work {
     stack: Vec<PathBuf>,
     /// Directories taken and not yet done.
@@ -154,7 +157,7 @@ pub fn par_synced_under(
     filter: &dyn TreeFilter,
     roots: &[PathBuf],
     scopes: &[PathBuf],
-    visit: &(dyn Fn(&[(PathBuf, Snapshot)]) + Sync),
+    visit: Visit<'_>,
     beat: &(dyn Fn() + Sync),
 ) -> Walked {
     let mut firsts = Vec::new();
@@ -236,13 +239,13 @@ pub fn par_synced_under(
     }
 }
 
+/// A directory's synced entries with their lstat, and the subdirectories
+/// to enter.
+type Listing = (Vec<(PathBuf, Snapshot)>, Vec<PathBuf>);
+
 /// The synced entries of `dir` with their lstat, and the subdirectories
 /// to enter.
-#[allow(clippy::type_complexity)]
-fn list(
-    filter: &dyn TreeFilter,
-    dir: &Path,
-) -> std::io::Result<(Vec<(PathBuf, Snapshot)>, Vec<PathBuf>)> {
+fn list(filter: &dyn TreeFilter, dir: &Path) -> std::io::Result<Listing> {
     let mut entries = Vec::new();
     let mut subdirs = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -324,9 +327,12 @@ mod tests {
         std::fs::write(root.join("skip/deep/g"), b"x").unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("link")).unwrap();
         let mut serial = Vec::new();
-        synced_under(&Skip, std::slice::from_ref(&root), Path::new("/"), &mut |p, s| {
-            serial.push((p, s))
-        });
+        synced_under(
+            &Skip,
+            std::slice::from_ref(&root),
+            Path::new("/"),
+            &mut |p, s| serial.push((p, s)),
+        );
         let par = Mutex::new(Vec::new());
         let walked = par_synced_under(
             &Skip,
@@ -347,7 +353,12 @@ mod tests {
             &Skip,
             std::slice::from_ref(&root),
             &[root.join("d1"), root.join("skip/deep")],
-            &|batch| below.lock().unwrap().extend(batch.iter().map(|(p, _)| p.clone())),
+            &|batch| {
+                below
+                    .lock()
+                    .unwrap()
+                    .extend(batch.iter().map(|(p, _)| p.clone()))
+            },
             &|| {},
         );
         let mut below = below.into_inner().unwrap();

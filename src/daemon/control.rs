@@ -191,7 +191,8 @@ impl Daemon {
                 }
                 Request::Deep => {
                     info!("deep check requested");
-                    self.ctl.request_deep("requested by csync2-watch sync --deep");
+                    self.ctl
+                        .request_deep("requested by csync2-watch sync --deep");
                 }
                 Request::Flush => {
                     info!("flush requested: updating every peer now");

@@ -326,6 +326,7 @@ fn bind_addresses(node: Option<&str>, port: u16) -> Vec<IpAddr> {
 
 fn watch_options(s: &Settings) -> WatchOptions {
     WatchOptions {
+        blind_poll_interval: s.blind_poll_interval,
         degraded_interval: s.degraded_interval,
         ..WatchOptions::default()
     }

@@ -234,10 +234,10 @@ impl Daemon {
             .collect();
         let journaled = self.begin_run(RunMode::Full, &scope_entries);
         for scope in &scopes {
-            if let Err(e) = self
-                .journal
-                .record_full_check((scope != Path::new("/")).then_some(scope.as_path()), &reasons)
-            {
+            if let Err(e) = self.journal.record_full_check(
+                (scope != Path::new("/")).then_some(scope.as_path()),
+                &reasons,
+            ) {
                 self.journal_failed("recording a full check", &e);
             }
         }

@@ -11,21 +11,9 @@ impl Daemon {
     }
 
     /// Keep one timer per network-filesystem, FUSE or degraded tree; a
-    /// tree that stays keeps its due time. A new polled tree is logged
-    /// once, with the reason.
+    /// tree that stays keeps its due time. (The watcher says once, at
+    /// WARN, why each such tree is polled.)
     pub(super) fn set_scope_timers(&mut self, stats: &WatchStats, now: Instant) {
-        for (path, fs) in &stats.network_fs {
-            if !self.ctl.scope_timers().iter().any(|t| &t.path == path) {
-                warn!(
-                    path = %display_bytes(path),
-                    fs,
-                    every = %humantime::format_duration(self.settings.blind_poll_interval),
-                    "inotify cannot see writes that other machines (or a FUSE filesystem's \
-                     backing store) make on this {fs} mount: polling it with a reconcile \
-                     (blind_poll_interval); this node's own changes still come from inotify"
-                );
-            }
-        }
         let wanted: Vec<(PathBuf, Duration, &'static str)> = stats
             .network_fs
             .iter()

@@ -29,7 +29,8 @@
 //!   checked; `txid` is that of the newest event that queued the path and
 //!   `kind` the strongest kind queued (dir-tree > dir-attrib > entry).
 //! * `requests(id INTEGER PRIMARY KEY AUTOINCREMENT, kind)` and
-//!   `request_paths(request_id, seq, path BLOB)`: requests from `sync`.
+//!   `request_paths(request_id, seq, path BLOB)`: requests from `sync`
+//!   (kind 1 paths, 2 full, 3 flush, 4 deep).
 //! * `meta(key TEXT PRIMARY KEY, value TEXT)`.
 //! * `runs(id, mode, started_ms)` and `run_scope(run_id, path BLOB,
 //!   recursive)`: every csync2 client run that can change csync2's
@@ -37,8 +38,9 @@
 //!   when it has finished. What is left after a crash is what was
 //!   interrupted (see `runs.rs`).
 //! * `confirmed(path BLOB PRIMARY KEY, dev, ino, mode, uid, gid, size,
-//!   rdev, mtime_ns, ctime_ns)`: the stat each path had when the peers were
-//!   last confirmed to hold it (see [`crate::confirm`]).
+//!   rdev, mtime_ns, ctime_ns)`: the stat cache, the stat csync2 last
+//!   recorded for each path through the daemon's own runs (mode 0: state
+//!   unknown; see [`crate::statcache`]).
 //!
 //! The parts: opening the file, setting a damaged one aside, the small
 //! key/value state and the helpers the others share (here); the schema,

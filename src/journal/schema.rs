@@ -11,7 +11,7 @@ use super::{immediate, sqlite_err, Journal, JournalError, BUSY_TIMEOUT};
 use crate::vocab::ChangeKind;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(super) const KIND_ENTRY: i64 = 1;
 pub(super) const KIND_DIR_ATTRIB: i64 = 2;
@@ -92,6 +92,24 @@ const MIGRATIONS: &[&str] = &[
         mtime_ns INTEGER NOT NULL,
         ctime_ns INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 2 -> 3: a fourth kind of request (a deep check). The tables are
+    // copied, pending requests included.
+    "CREATE TABLE requests_new (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 4)
+    );
+    CREATE TABLE request_paths_new (
+        request_id INTEGER NOT NULL REFERENCES requests_new (id) ON DELETE CASCADE,
+        seq        INTEGER NOT NULL,
+        path       BLOB NOT NULL,
+        PRIMARY KEY (request_id, seq)
+    );
+    INSERT INTO requests_new (id, kind) SELECT id, kind FROM requests;
+    INSERT INTO request_paths_new SELECT request_id, seq, path FROM request_paths;
+    DROP TABLE request_paths;
+    DROP TABLE requests;
+    ALTER TABLE requests_new RENAME TO requests;
+    ALTER TABLE request_paths_new RENAME TO request_paths;",
 ];
 
 impl Journal {
@@ -156,5 +174,48 @@ impl Journal {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
         tx.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Request;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_version_2_journal_keeps_its_pending_requests_and_takes_deep_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(crate::journal::FILE_NAME);
+        {
+            let conn = rusqlite::Connection::open(&file).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+            for m in &MIGRATIONS[..2] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO requests (id, kind) VALUES (7, 1);
+                 INSERT INTO request_paths VALUES (7, 0, CAST('/srv/a' AS BLOB));
+                 INSERT INTO requests (id, kind) VALUES (8, 2);",
+            )
+            .unwrap();
+        }
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.push_request(&Request::Deep).unwrap();
+        assert_eq!(
+            j.take_requests().unwrap(),
+            vec![
+                Request::Paths(vec![PathBuf::from("/srv/a")]),
+                Request::Full,
+                Request::Deep
+            ]
+        );
+        // Deleting a request still deletes its paths.
+        let left: i64 = j
+            .conn
+            .query_row("SELECT count(*) FROM request_paths", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }

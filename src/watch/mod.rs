@@ -88,7 +88,10 @@ pub struct WatchOptions {
     /// Directories that could not be watched are retried this often (the
     /// limit may have been raised, a permission fixed). Default 60s.
     pub retry_interval: Duration,
-    /// How often the daemon fully checks subtrees that could not be
+    /// How often the daemon reconciles trees on network and FUSE
+    /// filesystems (only quoted in the warning). Default 10s.
+    pub blind_poll_interval: Duration,
+    /// How often the daemon reconciles subtrees that could not be
     /// watched (only quoted in the log). Default 5m.
     pub degraded_interval: Duration,
 }
@@ -101,6 +104,7 @@ impl Default for WatchOptions {
             max_changes: 1_000_000,
             progress: true,
             retry_interval: Duration::from_secs(60),
+            blind_poll_interval: Duration::from_secs(10),
             degraded_interval: Duration::from_secs(300),
         }
     }

@@ -505,7 +505,7 @@ impl Reader {
             tracing::debug!("cannot watch {}: {err}", path.display());
         } else if first {
             tracing::warn!(
-                "cannot watch {}: {err}; its subtree gets a full check every {}",
+                "cannot watch {}: {err}; its subtree is reconciled every {}",
                 path.display(),
                 humantime::format_duration(self.opts.degraded_interval)
             );
@@ -567,9 +567,12 @@ impl Reader {
         let name = dir.fs_magic().ok().and_then(crate::fstype::network_fs_name);
         self.fs_seen.insert(dev, name);
         if let Some(fs) = name {
-            tracing::debug!(
-                "inotify cannot see writes made by other machines on {fs} at {}",
+            tracing::warn!(
+                "inotify cannot see writes made by other machines on {fs} at {}; it is \
+                 reconciled every {} (blind_poll_interval), and this node's own changes \
+                 still come from inotify",
                 path.display(),
+                humantime::format_duration(self.opts.blind_poll_interval)
             );
             self.network.push((path.to_path_buf(), fs));
         }

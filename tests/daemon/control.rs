@@ -179,7 +179,7 @@ fn an_external_csync2_server_works_too() {
 }
 
 #[test]
-fn changes_keep_flowing_while_a_full_check_runs() {
+fn changes_keep_flowing_while_a_deep_check_runs() {
     // Enough files that `csync2 -cr /` takes a while.
     let files: Vec<(std::path::PathBuf, Vec<u8>)> = (0..30_000)
         .map(|i| (format!("bulk/d{}/f{i}", i % 300).into(), vec![b'b'; 16]))
@@ -197,16 +197,20 @@ fn changes_keep_flowing_while_a_full_check_runs() {
         Duration::from_secs(300),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    // The change is made while the full check's `csync2 -cr /` runs: the
-    // test sees that process. (Writing it after `sync --full` returned, as
-    // this test once did, often came after a 0.3 s full check had ended:
-    // `sync` waits for a status file written at most twice a second.)
+    // The change is made while the deep check's `csync2 -cr /` runs: the
+    // test sees that process. (Writing it after `sync` returned, as this
+    // test once did, often came after a 0.3 s check had ended: `sync`
+    // waits for a status file written at most twice a second.)
     let pid = c.daemon_pid(0).expect("daemon runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
+    // `sync` returns once the status file says the request was taken,
+    // which may be after a short `csync2 -cr /` ended: look meanwhile.
+    let mut deep = Command::new(BIN)
+        .args(["sync", "--full", "--deep", "-N"])
+        .arg(c.node(0).name())
+        .arg("--state-dir")
+        .arg(c.node(0).state_dir())
+        .spawn()
+        .unwrap();
     let running = wait_until(Duration::from_secs(30), || {
         crate::support::children_of(pid).iter().any(|(_, a)| {
             crate::support::has_arg(a, "-c")
@@ -216,22 +220,23 @@ fn changes_keep_flowing_while_a_full_check_runs() {
     });
     assert!(
         running,
-        "no full check ran after SIGUSR1\n{}",
+        "no deep check ran after sync --full --deep\n{}",
         c.logs_tail(40)
     );
     fs::write(c.node(0).host_path("during-full"), b"f").unwrap();
+    assert!(deep.wait().unwrap().success());
     assert!(wait_until(SETTLE, || c
         .node(1)
         .host_path("during-full")
         .exists()));
-    // The change went out while the full check was still running: its
-    // batch began between the full check's start and end in the log.
+    // The change went out while the deep check was still running: its
+    // batch began between the deep check's start and end in the log.
     let log = c.log(0);
     let started = log
-        .rfind("full check (requested")
-        .expect("full check started");
+        .rfind("deep check (requested")
+        .expect("deep check started");
     let batch = log[started..].find("batch: checking").map(|i| i + started);
-    let done = log[started..].find("full check done").map(|i| i + started);
+    let done = log[started..].find("reconciled").map(|i| i + started);
     match (batch, done) {
         (Some(b), Some(d)) => assert!(
             b < d,

@@ -64,7 +64,7 @@ fn watch_limit_is_logged_once_and_uncovered_subtrees_degrade() {
         "fs.inotify.max_user_watches (now ",
         "user.max_inotify_watches of this user namespace (now 8)",
         "`csync2-watch sysctl --write`",
-        "full check every 5m",
+        "reconciled every 5m",
     ] {
         assert!(line.contains(needle), "{needle:?} missing from {line:?}");
     }

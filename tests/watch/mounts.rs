@@ -72,7 +72,7 @@ fn fuse_filesystems_are_named_as_blind_to_other_machines() {
     assert!(
         warnings
             .iter()
-            .all(|l| l.contains("WARN") && l.contains("full check every 5m")),
+            .all(|l| l.contains("WARN") && l.contains("reconciled every 10s")),
         "{stderr}"
     );
 }
