@@ -55,7 +55,36 @@ pub enum Command {
     Sync(SyncArgs),
     /// Print the journal's change feed with transaction ids (resumable with --since).
     Events(EventsArgs),
-    /// Show what the running daemon is doing.
+    /// Show what the running daemon is doing, or with PATHs each path's sync state.
+    ///
+    /// Without PATH: the daemon's state, watches, queue, each peer (up or down, dirty,
+    /// retries, last error), the csync2 server and counters; exit 1 when it is not running.
+    ///
+    /// With PATHs: a block per path, blocks separated by a blank line. Its first line is
+    /// the path as given (escaped as `\n`, `\t`, `\\` or `\xNN` when it holds control
+    /// characters, backslashes or bytes that are not UTF-8, so that it stays one line).
+    /// Then: `synced: yes, group GROUP, FILE:LINE:include PATTERN`, or `synced: no,` and why,
+    /// in the words of `match -v` (`outside every csync2 tree` for a path below no synced
+    /// root); `last change here:` the last change the daemon journaled for the path or a
+    /// tree above it; `pending:` whether a change of it (or of a tree above it) waits in
+    /// the queue for its csync2 check; then one line per peer it is synced with, starting
+    /// with the peer's name: `in-sync`, `dirty` (csync2 -M lists it for that peer),
+    /// `failing` (dirty, and updating the peer failed) or `down` (the daemon finds the peer
+    /// unreachable), followed by `: LAST ERROR` for `failing` and `down`, or `unknown
+    /// (csync2 -M failed: ...)`. Peer states are csync2's: a pending change is dirty
+    /// towards no peer until it has been checked. `csync2 -M` runs once, with -N, -C, -D
+    /// and the settings' `csync2` and `csync2_args`, and works for every csync2 database
+    /// backend.
+    ///
+    /// `--json` prints one object a line per path: `path` (or `path_b64`, standard base64,
+    /// when not UTF-8, as `events` does), `real_path` (as csync2 resolves it), `synced`,
+    /// `outside`, `group`, `file`, `line`, `pattern`, `reason` (`match -v`'s words),
+    /// `last_changed` (Unix seconds or null), `pending`, `daemon_running` and `peers`
+    /// (`[{name, state, last_error}]`).
+    ///
+    /// Exit 0 when every path was answered, 1 when the daemon is not running (every answer
+    /// is still printed, from csync2.cfg, the journal and csync2 -M), 3 when csync2.cfg or
+    /// the settings are unusable.
     Status(StatusArgs),
     /// Ask the running daemon to re-read csync2.cfg and its settings (SIGHUP).
     ///

@@ -327,6 +327,20 @@ impl Rules {
         })
     }
 
+    /// Every active group (in csync2's order) the name belongs to: the
+    /// groups csync2's `csync_find_peers` walks with `csync_find_next`
+    /// when it marks the name dirty, so their hosts are the peers the
+    /// name is dirty towards. `name` is the name csync2 records (real, or
+    /// `%prefix%/...`).
+    pub fn groups_of(&self, name: &[u8]) -> Vec<&str> {
+        let base = basename(name);
+        self.groups
+            .iter()
+            .filter(|g| Self::included(g, self.verdict(g, name, base)))
+            .map(|g| g.name.as_str())
+            .collect()
+    }
+
     /// csync2's `csync_step_into(name)`.
     pub fn step_into(&self, name: &[u8]) -> bool {
         if name == b"/" {
@@ -604,5 +618,32 @@ mod tests {
         assert!(r.descend(b"/srv/p"));
         assert!(!r.descend(b"/srv/p/other"));
         assert!(!r.decide(b"/srv/p/other").synced);
+    }
+
+    #[test]
+    fn a_name_belongs_to_every_group_that_includes_it() {
+        let g = |name: &str, pats: &[(PatternKind, &str)]| RuleGroup {
+            name: name.into(),
+            rules: pats
+                .iter()
+                .enumerate()
+                .map(|(i, (k, p))| rule(*k, p, i as u32 + 1))
+                .collect(),
+        };
+        // File order a, b, c: csync2 tries them as c, b, a.
+        let r = Rules::new(
+            vec![
+                g("a", &[(I, "/data")]),
+                g("b", &[(I, "/data/www"), (E, "*.tmp")]),
+                g("c", &[(I, "/srv")]),
+            ],
+            Vec::new(),
+        );
+        assert_eq!(r.groups_of(b"/data/www/x"), ["b", "a"]);
+        assert_eq!(r.groups_of(b"/data/www/x.tmp"), ["a"]);
+        assert_eq!(r.groups_of(b"/data/other"), ["a"]);
+        assert!(r.groups_of(b"/etc/x").is_empty());
+        let first = r.find_next(b"/data/www/x").map(|(gi, _)| gi);
+        assert_eq!(first.map(|gi| r.groups()[gi].name.as_str()), Some("b"));
     }
 }

@@ -763,6 +763,43 @@ impl Plan {
     pub fn decide(&self, path: &Path) -> Decision {
         self.rules.decide(path.as_os_str().as_bytes())
     }
+
+    /// The peers a synced path is dirty towards after a change, as csync2
+    /// marks it (`csync_find_peers`): every host of every active group
+    /// the recorded name belongs to, in [`Plan::peers`] order. None for a
+    /// path that is not synced.
+    pub fn peers_of(&self, decision: &Decision) -> Vec<&Peer> {
+        let Some(name) = decision.recorded_as.as_deref().filter(|_| decision.synced) else {
+            return Vec::new();
+        };
+        let groups = self.rules.groups_of(name);
+        self.peers
+            .iter()
+            .filter(|p| p.groups.iter().any(|g| groups.contains(&g.as_str())))
+            .collect()
+    }
+
+    /// Is `path` (absolute, normalised) at or below one of
+    /// [`Plan::roots`]? A path that is not is outside every tree csync2
+    /// syncs here.
+    pub fn in_a_tree(&self, path: &Path) -> bool {
+        let p = path.as_os_str().as_bytes();
+        self.roots
+            .iter()
+            .any(|r| is_at_or_below(p, r.as_os_str().as_bytes()))
+    }
+
+    /// The real path behind a name csync2 prints (`%prefix%/rest`, decoded
+    /// with this host's prefix paths, or a real path as it is); `None` for
+    /// a prefix this host has no path for.
+    pub fn real_name(&self, name: &[u8]) -> Option<PathBuf> {
+        if name.first() == Some(&b'%') {
+            let real = self.rules.prefixes().iter().find_map(|p| p.decode(name))?;
+            Some(PathBuf::from(OsString::from_vec(real)))
+        } else {
+            Some(PathBuf::from(OsStr::from_bytes(name)))
+        }
+    }
 }
 
 impl TreeFilter for Plan {
@@ -851,5 +888,45 @@ mod tests {
             none.into_exit().message,
             "csync2-watch: csync2 configuration is unusable"
         );
+    }
+
+    #[test]
+    fn peers_of_a_path_are_the_hosts_of_every_group_it_belongs_to() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), [b'k'; 64]).unwrap();
+        std::fs::write(
+            dir.path().join("csync2.cfg"),
+            "nossl * *;\n\
+             prefix p { on me: /srv/p; }\n\
+             group all { host me a b; key k; include /data; include %p%; }\n\
+             group www { host me c (d); key k; include /data/www; exclude *.tmp; }\n\
+             group other { host x y; key k; include /data; }\n",
+        )
+        .unwrap();
+        let plan = Plan::load(&LoadOptions {
+            system_dir: dir.path().to_path_buf(),
+            cfg_name: None,
+            node: Some("me".into()),
+        })
+        .unwrap();
+        let names = |p: &str| -> Vec<String> {
+            let d = plan.decide(Path::new(p));
+            plan.peers_of(&d).iter().map(|p| p.name.clone()).collect()
+        };
+        assert_eq!(names("/data/www/x"), ["a", "b", "c", "d"]);
+        assert_eq!(names("/data/www/x.tmp"), ["a", "b"]);
+        assert_eq!(names("/data/f"), ["a", "b"]);
+        assert_eq!(names("/srv/p/f"), ["a", "b"]);
+        assert!(names("/etc/f").is_empty());
+        assert!(plan.in_a_tree(Path::new("/data/www/x.tmp")));
+        assert!(plan.in_a_tree(Path::new("/srv/p")));
+        assert!(!plan.in_a_tree(Path::new("/srv")));
+        assert!(!plan.in_a_tree(Path::new("/database")));
+        assert_eq!(
+            plan.real_name(b"%p%/sub/f"),
+            Some(PathBuf::from("/srv/p/sub/f"))
+        );
+        assert_eq!(plan.real_name(b"/data/f"), Some(PathBuf::from("/data/f")));
+        assert_eq!(plan.real_name(b"%nope%/f"), None);
     }
 }

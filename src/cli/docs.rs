@@ -468,6 +468,31 @@ mod tests {
     }
 
     #[test]
+    fn the_status_section_documents_status_path() {
+        let page = man_page();
+        assert!(
+            page.contains(
+                "\\fBcsync2\\-watch\\fR \\fBstatus\\fR [\\fIOPTIONS\\fR] [\\fIPATH\\fR...]"
+            ),
+            "no `status [PATH...]` in the synopsis"
+        );
+        let start = page
+            .find(".SS \"csync2\\-watch status\"")
+            .expect("status section");
+        let end = start + page[start + 1..].find(".SS ").expect("a section after it");
+        let section = &page[start..end];
+        for words in [
+            "\\fIPATH\\fR...",
+            "\\fB\\-D\\fR \\fIDIR|URL\\fR",
+            "in\\-sync",
+            "outside every csync2 tree",
+            "path_b64",
+        ] {
+            assert!(section.contains(words), "{words} missing:\n{section}");
+        }
+    }
+
+    #[test]
     fn every_setting_is_in_the_settings_page() {
         let page = settings_man_page();
         for key in crate::settings::KEYS {

@@ -218,7 +218,11 @@ fn write_record(out: &mut impl Write, event: &Event, format: Format) -> io::Resu
 }
 
 /// `key` as a string when the bytes are UTF-8, else `key_b64`.
-fn put_path(obj: &mut serde_json::Map<String, serde_json::Value>, key: &str, path: &Path) {
+pub(super) fn put_path(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    path: &Path,
+) {
     let bytes = path.as_os_str().as_bytes();
     match std::str::from_utf8(bytes) {
         Ok(s) => {

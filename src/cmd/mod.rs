@@ -16,6 +16,7 @@ mod opts;
 pub mod reload;
 pub mod run;
 pub mod status;
+pub mod status_path;
 pub mod sync;
 pub mod sysctl;
 pub mod watch;

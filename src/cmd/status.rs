@@ -1,6 +1,8 @@
 //! `csync2-watch status`: what the running daemon last reported in its
-//! state directory, and whether it is still alive.
+//! state directory, and whether it is still alive. With PATHs, each
+//! path's own state instead ([`super::status_path`]).
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -15,9 +17,19 @@ pub struct StatusArgs {
     pub csync2: Csync2Opts,
     #[command(flatten)]
     pub watch: WatchOpts,
-    /// Print the status as JSON.
+    /// Print the status as JSON (with PATHs: one object a line per path).
     #[arg(long)]
     pub json: bool,
+    /// With PATHs: csync2's database directory or URL for `csync2 -M`, as
+    /// `csync2 -D` (give the daemon's own -D, if it has one).
+    #[arg(short = 'D', value_name = "DIR|URL", requires = "paths")]
+    pub database: Option<OsString>,
+    /// Say for each PATH whether csync2 syncs it (group and deciding
+    /// FILE:LINE, or why not), when it last changed here, whether a change
+    /// is pending, and its state towards each peer (in-sync, dirty,
+    /// failing, down).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 }
 
 /// The state directory the daemon for these options uses, without reading
@@ -42,6 +54,9 @@ pub fn read(csync2: &Csync2Opts, watch: &WatchOpts) -> anyhow::Result<Status> {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
+    if !args.paths.is_empty() {
+        return super::status_path::run(args);
+    }
     let status = read(&args.csync2, &args.watch)?;
     let alive = status.daemon_alive();
     if args.json {
@@ -55,7 +70,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
 }
 
 fn ago(t: u64) -> String {
-    let d = unix_now().saturating_sub(t);
+    ago_at(t, unix_now())
+}
+
+/// How long before `now` (Unix seconds) `t` was: `12s ago`, `5m ago`,
+/// `3h ago`.
+pub(super) fn ago_at(t: u64, now: u64) -> String {
+    let d = now.saturating_sub(t);
     match d {
         0..=119 => format!("{d}s ago"),
         120..=7199 => format!("{}m ago", d / 60),

@@ -48,7 +48,8 @@
 //! (`queue.rs`); the change feed (`feed.rs`); `sync`'s requests
 //! (`requests.rs`); csync2 runs in flight and what the peers were
 //! confirmed to hold (`runs.rs`); the health flag beside the journal
-//! (`health.rs`).
+//! (`health.rs`); questions about one path for `status PATH`
+//! (`lookup.rs`).
 //!
 //! Layer: adapter (SQLite and the state directory). Imports the core
 //! ([`crate::vocab`], [`crate::statcache`]) only.
@@ -68,6 +69,7 @@ use rusqlite::{
 
 mod feed;
 mod health;
+mod lookup;
 mod queue;
 mod requests;
 mod runs;
