@@ -105,6 +105,11 @@ pub struct WatchStatus {
     /// Trees inotify cannot fully see (network and FUSE filesystems),
     /// reconciled every `blind_poll_interval`, with the filesystem type.
     pub network_fs: Vec<(PathBuf, String)>,
+    /// `blind_poll_interval` and `degraded_interval`, in seconds.
+    #[serde(default)]
+    pub poll_every_secs: u64,
+    #[serde(default)]
+    pub degraded_every_secs: u64,
     pub degraded: Vec<PathBuf>,
     pub overflows: u64,
 }

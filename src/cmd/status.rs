@@ -113,15 +113,18 @@ pub fn render(s: &Status, alive: bool) -> String {
     for (p, fs) in &s.watch.network_fs {
         let _ = writeln!(
             o,
-            "  WARNING:   {} is on {fs}: other machines' writes are only seen by periodic full checks",
-            display_bytes(p)
+            "  polled:    {} is on {fs}: inotify cannot see other machines' writes there; \
+             reconciled every {}s (blind_poll_interval)",
+            display_bytes(p),
+            s.watch.poll_every_secs
         );
     }
     for p in &s.watch.degraded {
         let _ = writeln!(
             o,
-            "  WARNING:   {} is not fully watched (see `csync2-watch sysctl`): periodic full checks",
-            display_bytes(p)
+            "  WARNING:   {} is not fully watched (see `csync2-watch sysctl`): reconciled every {}s",
+            display_bytes(p),
+            s.watch.degraded_every_secs
         );
     }
     if let Some(e) = &s.journal_error {
@@ -144,12 +147,12 @@ pub fn render(s: &Status, alive: bool) -> String {
         "  queue:     {} path(s){}{}",
         s.queue.pending,
         if s.full_check_running {
-            ", full check running"
+            ", reconcile running"
         } else {
             ""
         },
         if s.queue.full_check_pending {
-            ", full check pending"
+            ", reconcile pending"
         } else {
             ""
         }
@@ -180,6 +183,23 @@ pub fn render(s: &Status, alive: bool) -> String {
             let _ = writeln!(o, "  last full sync: none yet");
         }
     }
+    if let Some(r) = &s.last_reconcile {
+        let _ = writeln!(
+            o,
+            "  last reconcile: {} ({}), {} path(s) walked in {} ms, {} differed, {} marked, {} ms in all",
+            ago(r.at),
+            r.reason,
+            r.walked,
+            r.walk_millis,
+            r.differing,
+            r.marked,
+            r.millis
+        );
+    }
+    if let Some(d) = &s.last_deep_check {
+        let _ = writeln!(o, "  last deep check: {} ({} ms)", ago(d.at), d.millis);
+    }
+    let _ = writeln!(o, "  stat cache: {} path(s)", s.cache_paths);
     if s.unsynced_count > 0 {
         let _ = writeln!(
             o,

@@ -98,6 +98,9 @@ impl Daemon {
             .map(|(p, fs)| (p.clone(), fs.to_string()))
             .collect();
         self.status.watch.degraded = stats.degraded.clone();
+        self.status.watch.poll_every_secs = self.settings.blind_poll_interval.as_secs();
+        self.status.watch.degraded_every_secs = self.settings.degraded_interval.as_secs();
+        self.status.cache_paths = reconcile::read(&self.cache).len() as u64;
         self.status.watch.overflows = self.status.counters.overflows;
         self.status.queue.pending = self.ctl.queue.len() as u64;
         self.status.queue.full_check_pending = self.ctl.queue.full_pending().is_some();

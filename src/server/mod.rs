@@ -428,13 +428,14 @@ impl Inner {
             None => {
                 // Not a line a child starts: the rest of a line broken by
                 // a newline in a file name, or the server's own message.
-                st.unattributed = Some(now);
+                // ("Listening on" is the server starting: it wrote nothing.)
                 if text.starts_with(b"Listening on ") {
                     if st.generation == generation {
                         st.listening = true;
                     }
                     tracing::info!(port = self.port, "csync2 server: {shown}");
                 } else {
+                    st.unattributed = Some(now);
                     tracing::warn!(port = self.port, "csync2 server: {shown}");
                 }
             }
