@@ -52,6 +52,12 @@ pub enum Command {
     /// always start with `/`, so a marker never looks like one.
     Watch(WatchArgs),
     /// Ask the running daemon to sync now (PATHs, pending changes, or --full).
+    ///
+    /// `--full` asks for a reconcile of every tree: each synced path's lstat is compared
+    /// with the daemon's stat cache, and only what appeared, vanished or differs goes to
+    /// csync2. `--full --deep` also runs csync2's own full check (`csync2 -cr /`), which
+    /// reads csync2's database for every file and finds what that database disagrees with.
+    /// Returns once the daemon has taken the request.
     Sync(SyncArgs),
     /// Print the journal's change feed with transaction ids (resumable with --since).
     Events(EventsArgs),
@@ -93,7 +99,7 @@ pub enum Command {
     /// way the process must be a running `csync2-watch run`; otherwise nothing is
     /// signalled and the exit status is 1. Returns once the signal is sent; the
     /// daemon logs the reload (a broken file is logged and the old one kept) and
-    /// then runs a full check.
+    /// then runs a reconcile of every tree.
     Reload(ReloadArgs),
     /// Size inotify's kernel limits for the configured trees.
     Sysctl(SysctlArgs),

@@ -217,7 +217,16 @@ pub fn man_page() -> String {
          csync2 does, watches every synced tree with inotify, journals changed paths durably, \
          and drives the real csync2 binary: it checks the changed files, then updates the peers \
          that answer a probe, while it supervises the local `csync2 -ii` and keeps out of its \
-         way. A full sync runs at start-up and every `full_sync_interval`.\n\n\
+         way.\n\n\
+         A reconcile walks every synced tree, compares each path's lstat with the daemon's stat \
+         cache (what csync2 last recorded, as the daemon knows it) and hands csync2 only what \
+         appeared, vanished or differs: `csync2 -c`, then `csync2 -m` for a change csync2's own \
+         check text cannot see (a same-size edit within the second, `touch -d` back to the old \
+         time, a `cp -p` of another version). It runs at start-up, every \
+         `full_sync_interval`, after an inotify overflow or a failed watch, and every \
+         `blind_poll_interval` for trees on network and FUSE filesystems, where inotify cannot \
+         see other machines' writes. csync2's own full check (`csync2 -cr /`) runs after a \
+         reconcile every `deep_check_interval` and on `csync2-watch sync --full --deep`.\n\n\
          The options -C, -N, -D and -p mean what they mean to csync2. csync2-watch's own \
          settings are in csync2-watch.toml(5).",
     );
@@ -258,7 +267,7 @@ pub fn man_page() -> String {
          run itself is killed after `stall_timeout` without progress). A daemon that is frozen \
          or whose control loop is stuck stops sending, and systemd kills and restarts it.\n\n\
          Nothing is lost by a kill: every change is journaled before csync2 sees it, the \
-         start-up full sync finds what changed while the daemon was down, and what was still \
+         start-up reconcile finds what changed while the daemon was down, and what was still \
          journaled is forced dirty.",
     );
     out.push_str(".SH ENVIRONMENT\n");
