@@ -176,7 +176,28 @@ fn reconcile(
     })
 }
 
+/// Only polls of trees inotify cannot fully see asked for this.
+fn is_poll(req: &FullRequest) -> bool {
+    req.reasons.iter().all(|r| r.starts_with(POLLED))
+}
+
+/// How the reason of every poll of a tree inotify cannot see starts.
+pub(super) const POLLED: &str = "polled";
+
 impl Daemon {
+    /// Tell `events` readers that changes below `scopes` may not have been
+    /// reported one by one.
+    fn feed_full_check(&mut self, scopes: &[PathBuf], reasons: &str) {
+        for scope in scopes {
+            if let Err(e) = self
+                .journal
+                .record_full_check((scope != Path::new("/")).then_some(scope.as_path()), reasons)
+            {
+                self.journal_failed("recording a full check", &e);
+            }
+        }
+    }
+
     /// The local server did something no file can be pinned to since we
     /// last looked: tell the cache.
     pub(super) fn note_unattributed(&mut self) {
@@ -233,13 +254,10 @@ impl Daemon {
             })
             .collect();
         let journaled = self.begin_run(RunMode::Full, &scope_entries);
-        for scope in &scopes {
-            if let Err(e) = self.journal.record_full_check(
-                (scope != Path::new("/")).then_some(scope.as_path()),
-                &reasons,
-            ) {
-                self.journal_failed("recording a full check", &e);
-            }
+        // A poll of a tree inotify cannot see tells the change feed only if
+        // it found something (every few seconds would drown the feed).
+        if !is_poll(&req) {
+            self.feed_full_check(&scopes, &reasons);
         }
         let span = info_span!("reconcile", scope = %scope_desc, deep = req.deep);
         span.in_scope(|| {
@@ -312,6 +330,9 @@ impl Daemon {
             Ok(r) => {
                 self.status.counters.checks += r.processes as u64;
                 let differing = r.results.len();
+                if differing > 0 && is_poll(&req) {
+                    self.feed_full_check(&scopes, &reasons);
+                }
                 let mut persist = Vec::with_capacity(differing + r.forget.len());
                 {
                     let mut cache = write(&self.cache);
