@@ -46,20 +46,15 @@ fn placeholders(skip: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// One row of a lookup: (path, kind code, txid, time_ms).
+type Found = (Option<std::path::PathBuf>, i64, i64, i64);
+
 impl Journal {
-    /// The newest feed entry that changed `path`: a change of `path`
-    /// itself (any kind), or a dir-tree change of a directory above it
-    /// (everything below it changed). `None` when the feed holds none
-    /// (never changed while watched, or pruned).
-    pub fn last_change_of(&self, path: &Path) -> Result<Option<Event>, JournalError> {
+    /// The first row of `select` (columns path, kind, txid, time_ms; `?1`
+    /// is `path`, `{ANCESTORS}` the placeholders of its ancestors).
+    fn first_covering(&self, select: &str, path: &Path) -> Result<Option<Found>, JournalError> {
         let all = self_and_ancestors(path);
-        let sql = format!(
-            "SELECT txid, time_ms, kind, path FROM feed
-             WHERE kind != {KIND_FULL_CHECK}
-               AND (path = ?1 OR (kind = {KIND_DIR_TREE} AND path IN ({})))
-             ORDER BY txid DESC LIMIT 1",
-            placeholders(1, all.len() - 1)
-        );
+        let sql = select.replace("{ANCESTORS}", &placeholders(1, all.len() - 1));
         let params: Vec<Value> = all.into_iter().map(Value::Blob).collect();
         let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
         let mut rows = st
@@ -68,15 +63,31 @@ impl Journal {
         let Some(row) = rows.next().map_err(|e| self.err(e))? else {
             return Ok(None);
         };
-        let read = || -> rusqlite::Result<_> {
+        let read = || -> rusqlite::Result<Found> {
             Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, i64>(2)?,
-                blob(row.get_ref(3)?),
+                blob(row.get_ref(0)?),
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
             ))
         };
-        let (txid, time_ms, code, found) = read().map_err(|e| self.err(e))?;
+        read().map(Some).map_err(|e| self.err(e))
+    }
+
+    /// The newest feed entry that changed `path`: a change of `path`
+    /// itself (any kind), or a dir-tree change of a directory above it
+    /// (everything below it changed). `None` when the feed holds none
+    /// (never changed while watched, or pruned).
+    pub fn last_change_of(&self, path: &Path) -> Result<Option<Event>, JournalError> {
+        let select = format!(
+            "SELECT path, kind, txid, time_ms FROM feed
+             WHERE kind != {KIND_FULL_CHECK}
+               AND (path = ?1 OR (kind = {KIND_DIR_TREE} AND path IN ({{ANCESTORS}})))
+             ORDER BY txid DESC LIMIT 1"
+        );
+        let Some((found, code, txid, time_ms)) = self.first_covering(&select, path)? else {
+            return Ok(None);
+        };
         let kind = code_kind(code)
             .ok_or_else(|| self.corrupt(&format!("feed entry {txid} has unknown kind {code}")))?;
         let found = found.ok_or_else(|| self.corrupt(&format!("feed entry {txid} has no path")))?;
@@ -91,29 +102,14 @@ impl Journal {
     /// the nearest queued dir-tree above it. `None` when nothing queued
     /// covers it.
     pub fn queued_covering(&self, path: &Path) -> Result<Option<QueuedPath>, JournalError> {
-        let all = self_and_ancestors(path);
-        let sql = format!(
-            "SELECT path, kind, txid FROM queue
-             WHERE path = ?1 OR (kind = {KIND_DIR_TREE} AND path IN ({}))
-             ORDER BY length(path) DESC LIMIT 1",
-            placeholders(1, all.len() - 1)
+        let select = format!(
+            "SELECT path, kind, txid, 0 FROM queue
+             WHERE path = ?1 OR (kind = {KIND_DIR_TREE} AND path IN ({{ANCESTORS}}))
+             ORDER BY length(path) DESC LIMIT 1"
         );
-        let params: Vec<Value> = all.into_iter().map(Value::Blob).collect();
-        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let mut rows = st
-            .query(rusqlite::params_from_iter(params))
-            .map_err(|e| self.err(e))?;
-        let Some(row) = rows.next().map_err(|e| self.err(e))? else {
+        let Some((found, code, txid, _)) = self.first_covering(&select, path)? else {
             return Ok(None);
         };
-        let read = || -> rusqlite::Result<_> {
-            Ok((
-                blob(row.get_ref(0)?),
-                row.get::<_, i64>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
-        };
-        let (found, code, txid) = read().map_err(|e| self.err(e))?;
         let found = found.ok_or_else(|| self.corrupt("a queued path is not a blob"))?;
         let kind = code_kind(code)
             .ok_or_else(|| self.corrupt(&format!("queued kind {code} is unknown")))?;
