@@ -7,9 +7,12 @@
 //! below them is taken for gone.
 //!
 //! [`par_synced_under`] walks in several threads (a shared stack of
-//! directories; each entry's lstat is an `fstatat` on its directory's
-//! descriptor): a warm walk is bound by the kernel's dentry lookups, and a
-//! cold one by the disk's queue, and both gain from parallel work.
+//! directories; each directory is opened with `O_NOFOLLOW` and each
+//! entry's lstat is an `fstatat` on its descriptor, so nothing swapped for
+//! a symlink meanwhile is followed). A warm walk is bound by the kernel's
+//! dentry lookups and `statx`, a cold one by the disk's queue, and both
+//! gain from parallel work. Entries cost no allocation: a directory's
+//! synced entries come as one [`Listing`].
 //!
 //! Layer: adapter (reads the trees). Imports the core ([`crate::statcache`],
 //! [`crate::vocab`]) only.
@@ -138,8 +141,42 @@ pub fn starts(filter: &dyn TreeFilter, roots: &[PathBuf], scopes: &[PathBuf]) ->
     kept
 }
 
+/// The synced entries of one directory with their lstat: full paths back
+/// to back in one buffer.
+#[derive(Debug, Default)]
+pub struct Listing {
+    bytes: Vec<u8>,
+    items: Vec<(usize, usize, Snapshot)>,
+}
+
+impl Listing {
+    fn push(&mut self, path: &[u8], snap: Snapshot) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(path);
+        self.items.push((start, self.bytes.len(), snap));
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &Snapshot)> {
+        use std::os::unix::ffi::OsStrExt;
+        self.items.iter().map(|(a, b, s)| {
+            (
+                Path::new(std::ffi::OsStr::from_bytes(&self.bytes[*a..*b])),
+                s,
+            )
+        })
+    }
+}
+
 /// What [`par_synced_under`] hands each directory's synced entries to.
-pub type Visit<'a> = &'a (dyn Fn(&[(PathBuf, Snapshot)]) + Sync);
+pub type Visit<'a> = &'a (dyn Fn(&Listing) + Sync);
 
 struct Work {
     stack: Vec<PathBuf>,
@@ -160,14 +197,15 @@ pub fn par_synced_under(
     visit: Visit<'_>,
     beat: &(dyn Fn() + Sync),
 ) -> Walked {
-    let mut firsts = Vec::new();
+    use std::os::unix::ffi::OsStrExt;
+    let mut firsts = Listing::default();
     let mut stack = Vec::new();
     for start in starts(filter, roots, scopes) {
         let Some(snap) = Snapshot::lstat(&start) else {
             continue;
         };
         if filter.syncs(&start) {
-            firsts.push((start.clone(), snap));
+            firsts.push(start.as_os_str().as_bytes(), snap);
         }
         if snap.is_dir() && filter.descend(&start) {
             stack.push(start);
@@ -210,7 +248,7 @@ pub fn par_synced_under(
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push(dir);
-                        (Vec::new(), Vec::new())
+                        (Listing::default(), Vec::new())
                     }
                 };
                 if !entries.is_empty() {
@@ -239,29 +277,68 @@ pub fn par_synced_under(
     }
 }
 
-/// A directory's synced entries with their lstat, and the subdirectories
-/// to enter.
-type Listing = (Vec<(PathBuf, Snapshot)>, Vec<PathBuf>);
+/// A directory's synced entries, and the subdirectories to enter.
+type Listed = (Listing, Vec<PathBuf>);
 
 /// The synced entries of `dir` with their lstat, and the subdirectories
 /// to enter.
-fn list(filter: &dyn TreeFilter, dir: &Path) -> std::io::Result<Listing> {
-    let mut entries = Vec::new();
+fn list(filter: &dyn TreeFilter, dir: &Path) -> nix::Result<Listed> {
+    use nix::fcntl::{AtFlags, OFlag};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut d = nix::dir::Dir::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let fd = d.as_raw_fd();
+    let mut listing = Listing::default();
     let mut subdirs = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let Ok(entry) = entry else { continue };
-        // fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): never follows.
-        let Ok(meta) = entry.metadata() else { continue };
-        let path = entry.path();
-        let snap = Snapshot::of(&meta);
-        if snap.is_dir() && filter.descend(&path) {
-            subdirs.push(path.clone());
+    let mut path = dir.as_os_str().as_bytes().to_vec();
+    if path.last() != Some(&b'/') {
+        path.push(b'/');
+    }
+    let base = path.len();
+    for entry in d.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
         }
-        if filter.syncs(&path) {
-            entries.push((path, snap));
+        // Never follows: an entry that vanished meanwhile is left out.
+        let Ok(st) = nix::sys::stat::fstatat(Some(fd), name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        path.truncate(base);
+        path.extend_from_slice(bytes);
+        let child = Path::new(std::ffi::OsStr::from_bytes(&path));
+        let snap = snapshot_of(&st);
+        if snap.is_dir() && filter.descend(child) {
+            subdirs.push(child.to_path_buf());
+        }
+        if filter.syncs(child) {
+            listing.push(&path, snap);
         }
     }
-    Ok((entries, subdirs))
+    Ok((listing, subdirs))
+}
+
+/// A [`Snapshot`] from a raw `stat`.
+fn snapshot_of(st: &nix::sys::stat::FileStat) -> Snapshot {
+    Snapshot {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        rdev: st.st_rdev,
+        mtime_sec: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec,
+        ctime_sec: st.st_ctime,
+        ctime_nsec: st.st_ctime_nsec,
+    }
 }
 
 #[cfg(test)]
@@ -338,7 +415,11 @@ mod tests {
             &Skip,
             std::slice::from_ref(&root),
             &[PathBuf::from("/")],
-            &|batch| par.lock().unwrap().extend_from_slice(batch),
+            &|batch| {
+                par.lock()
+                    .unwrap()
+                    .extend(batch.iter().map(|(p, s)| (p.to_path_buf(), *s)))
+            },
             &|| {},
         );
         let mut par = par.into_inner().unwrap();

@@ -58,13 +58,13 @@ pub(super) fn differences(
         &|batch| {
             let c = read(cache);
             let mut mine = Vec::new();
-            for (p, s) in batch {
+            for (p, s) in batch.iter() {
                 if let Some(e) = c.get(p) {
                     e.saw(walk);
                 }
                 let d = judge(&c, p, Some(s));
                 if d != Decision::Skip {
-                    mine.push((p.clone(), Some(*s), d));
+                    mine.push((p.to_path_buf(), Some(*s), d));
                 }
             }
             drop(c);
@@ -189,10 +189,10 @@ impl Daemon {
     /// reported one by one.
     fn feed_full_check(&mut self, scopes: &[PathBuf], reasons: &str) {
         for scope in scopes {
-            if let Err(e) = self
-                .journal
-                .record_full_check((scope != Path::new("/")).then_some(scope.as_path()), reasons)
-            {
+            if let Err(e) = self.journal.record_full_check(
+                (scope != Path::new("/")).then_some(scope.as_path()),
+                reasons,
+            ) {
                 self.journal_failed("recording a full check", &e);
             }
         }

@@ -212,7 +212,7 @@ impl Daemon {
             &[PathBuf::from("/")],
             &|batch| {
                 let mut mine = Vec::new();
-                for (path, snap) in batch {
+                for (path, snap) in batch.iter() {
                     // What is in doubt is left to recovery, which forces
                     // what the cache does not hold.
                     let recent = recent_cut.is_some_and(|cut| confirm::recent(snap, cut));
@@ -230,7 +230,7 @@ impl Daemon {
                             t.as_os_str().as_bytes().to_vec()
                         });
                     if confirm::checktxt(snap, target.as_deref(), ignores) == *recorded {
-                        mine.push((path.clone(), *snap));
+                        mine.push((path.to_path_buf(), *snap));
                     }
                 }
                 items.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);

@@ -64,12 +64,7 @@ impl Journal {
             return Ok(None);
         };
         let read = || -> rusqlite::Result<Found> {
-            Ok((
-                blob(row.get_ref(0)?),
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-            ))
+            Ok((blob(row.get_ref(0)?), row.get(1)?, row.get(2)?, row.get(3)?))
         };
         read().map(Some).map_err(|e| self.err(e))
     }
