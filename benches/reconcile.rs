@@ -12,9 +12,10 @@
 //!    `walk_millis`), first warm (after an unmeasured warm-up of each),
 //!    then cold (`sync; echo 3 > /proc/sys/vm/drop_caches` before every
 //!    measured run);
-//! 2. 100 changed files (rewritten with new content and size), warm then
-//!    cold, each repetition: a clean restart of the daemon with nothing
-//!    changed (the start-up reconcile); SIGTERM, change 100 files, start it
+//! 2. 100 changed files (rewritten with new content and size, 2 s before
+//!    what is measured starts), warm then cold, each repetition: a clean
+//!    restart of the daemon with nothing changed (the start-up reconcile);
+//!    SIGTERM, change 100 files, start it
 //!    (the start-up reconcile finds them; `last_reconcile` whose reason
 //!    says start-up), until every peer holds them; SIGTERM, change 100
 //!    other files, `csync2 -cr /` then `csync2 -u`, until every peer holds
@@ -63,8 +64,12 @@
 //! - `CSYNC2_WATCH_BENCH_REPS` (5): repetitions of each nothing-changed
 //!   figure per cache state; `CSYNC2_WATCH_BENCH_CHANGE_REPS` (3): of each
 //!   changed-files figure; `CSYNC2_WATCH_BENCH_CHANGED` (100): files changed
-//!   each time; `CSYNC2_WATCH_BENCH_COLD=0` skips the cold runs (they drop
-//!   the whole machine's page cache);
+//!   each time; `CSYNC2_WATCH_BENCH_CHANGE_AGE_MS` (2000): the pause
+//!   between changing them and the measured start or `csync2 -cr /` (files
+//!   changed in the current second are checked again once it is over, a
+//!   wait of up to a second that a start long after the changes never
+//!   sees; 0 measures it); `CSYNC2_WATCH_BENCH_COLD=0` skips the cold runs
+//!   (they drop the whole machine's page cache);
 //! - `CSYNC2_WATCH_BENCH_FUSE` (1), `CSYNC2_WATCH_BENCH_FUSE_SAMPLES` (3):
 //!   the blind-tree scenario (needs bindfs); each sample waits up to twice
 //!   the default `blind_poll_interval` (read from
@@ -141,6 +146,7 @@ struct Knobs {
     reps: usize,
     change_reps: usize,
     changed: usize,
+    change_age: Duration,
     cold: bool,
     fuse: bool,
     fuse_samples: usize,
@@ -173,6 +179,7 @@ impl Knobs {
             reps,
             change_reps,
             changed,
+            change_age: Duration::from_millis(knob("CSYNC2_WATCH_BENCH_CHANGE_AGE_MS", 2000u64)?),
             cold: knob("CSYNC2_WATCH_BENCH_COLD", 1u8)? != 0,
             fuse: knob("CSYNC2_WATCH_BENCH_FUSE", 1u8)? != 0,
             fuse_samples: knob("CSYNC2_WATCH_BENCH_FUSE_SAMPLES", 3usize)?.max(1),
@@ -306,7 +313,7 @@ impl Runs {
             marks: c.marks,
             updates: c.updates,
             verifies: c.verifies,
-            deep: c.deep_checks + c.full_syncs,
+            deep: c.deep_checks,
         }
     }
 
@@ -322,7 +329,7 @@ impl Runs {
 
     fn describe(self) -> String {
         format!(
-            "{} -c, {} -m, {} -u, {} verify, {} -cr",
+            "{} -c, {} -m, {} -u, {} verify, {} deep check",
             self.checks, self.marks, self.updates, self.verifies, self.deep
         )
     }
@@ -380,6 +387,7 @@ struct Report {
     cr_changed: [Vec<Csync2Changed>; 2],
     catch_up: Vec<String>,
     changed: usize,
+    change_age: Duration,
     rss_kib: Option<(u64, u64)>,
     cache_paths: Option<u64>,
     journal_running: Option<(u64, u64)>,
@@ -579,6 +587,7 @@ fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     report.machine = machine_line();
     report.load_start = loadavg();
     report.changed = k.changed;
+    report.change_age = k.change_age;
     report.settings = match &k.settings {
         None => "the shipped defaults (empty settings file)".into(),
         Some(s) => format!("CSYNC2_WATCH_BENCH_SETTINGS: {}", s.replace('\n', "; ")),
@@ -881,6 +890,7 @@ fn changed_files(
             settle(ctx, d, k.timeout)?;
             d.stop()?;
             let items = change_files(node1, targets, k.changed, "daemon-stopped")?;
+            ctx.nap(k.change_age)?;
             prepare(cache)?;
             let s = start_measured(ctx, d, mode, peers, &items)?;
             ctx.say(format!(
@@ -899,6 +909,7 @@ fn changed_files(
             settle(ctx, d, k.timeout)?;
             d.stop()?;
             let items = change_files(node1, targets, k.changed, "csync2-cr")?;
+            ctx.nap(k.change_age)?;
             prepare(cache)?;
             let c = csync2_changed(ctx, node1, peers, &items)?;
             ctx.say(format!(
@@ -1647,6 +1658,11 @@ impl Report {
         if !self.first_start.is_empty() {
             println!("- {}", self.first_start);
         }
+        println!(
+            "- changed files: {n} files rewritten (new content and size) with the daemon stopped, \
+             {} ms before the measured start or `csync2 -cr /`",
+            self.change_age.as_millis()
+        );
         if mode == Mode::FullSync {
             println!(
                 "- NOTE: this binary never reported a reconcile (status.json has no last_reconcile): \

@@ -5,8 +5,8 @@
 # and cold page cache, the daemon's memory and the cache on disk, and a
 # FUSE tree written behind the daemon's back. Root only; it drops the
 # machine's page cache for the cold runs. About 30-40 minutes on 2 cores
-# (`--quick`: a 17,000-file tree, fewer repetitions, no FUSE scenario,
-# a few minutes). Knobs: see the top of benches/reconcile.rs.
+# (`--quick`: a 17,000-file tree and fewer repetitions, a few minutes).
+# Knobs: see the top of benches/reconcile.rs.
 #
 #   scripts/bench-reconcile.sh [--quick] 2>&1 | tee bench-reconcile.txt
 #
@@ -20,7 +20,6 @@ if [[ "${1:-}" == "--quick" ]]; then
     export CSYNC2_WATCH_BENCH_DIRS="${CSYNC2_WATCH_BENCH_DIRS:-1711}"
     export CSYNC2_WATCH_BENCH_REPS="${CSYNC2_WATCH_BENCH_REPS:-3}"
     export CSYNC2_WATCH_BENCH_CHANGE_REPS="${CSYNC2_WATCH_BENCH_CHANGE_REPS:-2}"
-    export CSYNC2_WATCH_BENCH_FUSE="${CSYNC2_WATCH_BENCH_FUSE:-0}"
 fi
 cargo bench --bench reconcile --no-run
 exec cargo bench --bench reconcile -- "$@"
