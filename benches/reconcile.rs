@@ -704,7 +704,6 @@ fn measure(ctx: &Ctx, tb: &Testbed, fuse_enabled: bool, report: &mut Report) -> 
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 fn measure_daemon(
     ctx: &Ctx,
     tb: &Testbed,

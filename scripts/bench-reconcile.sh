@@ -4,8 +4,9 @@
 # holding a 170,000-file tree, nothing changed and 100 changed files, warm
 # and cold page cache, the daemon's memory and the cache on disk, and a
 # FUSE tree written behind the daemon's back. Root only; it drops the
-# machine's page cache for the cold runs. About 30-40 minutes on 2 cores
-# (`--quick`: a 17,000-file tree and fewer repetitions, a few minutes).
+# machine's page cache for the cold runs. About 6 minutes on 2 cores, the
+# first time 30 s more to build the tree (`--quick`: a 17,000-file tree and
+# fewer repetitions, about 2 minutes).
 # Knobs: see the top of benches/reconcile.rs.
 #
 #   scripts/bench-reconcile.sh [--quick] 2>&1 | tee bench-reconcile.txt
