@@ -20,7 +20,7 @@ if [[ "${1:-}" == "--quick" ]]; then
     export CSYNC2_WATCH_BENCH_FILES="${CSYNC2_WATCH_BENCH_FILES:-17000}"
     export CSYNC2_WATCH_BENCH_DIRS="${CSYNC2_WATCH_BENCH_DIRS:-1711}"
     export CSYNC2_WATCH_BENCH_REPS="${CSYNC2_WATCH_BENCH_REPS:-3}"
-    export CSYNC2_WATCH_BENCH_CHANGE_REPS="${CSYNC2_WATCH_BENCH_CHANGE_REPS:-2}"
+    export CSYNC2_WATCH_BENCH_CHANGE_REPS="${CSYNC2_WATCH_BENCH_CHANGE_REPS:-3}"
 fi
 cargo bench --bench reconcile --no-run
 exec cargo bench --bench reconcile -- "$@"
