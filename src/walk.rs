@@ -410,7 +410,7 @@ mod tests {
             Path::new("/"),
             &mut |p, s| serial.push((p, s)),
         );
-        let par = Mutex::new(Vec::new());
+        let par = Mutex::new(Vec::<(PathBuf, Snapshot)>::new());
         let walked = par_synced_under(
             &Skip,
             std::slice::from_ref(&root),
@@ -429,7 +429,7 @@ mod tests {
         assert!(walked.unreadable.is_empty());
 
         // A scope below the root, and one inside an excluded subtree.
-        let below = Mutex::new(Vec::new());
+        let below = Mutex::new(Vec::<PathBuf>::new());
         par_synced_under(
             &Skip,
             std::slice::from_ref(&root),
@@ -438,7 +438,7 @@ mod tests {
                 below
                     .lock()
                     .unwrap()
-                    .extend(batch.iter().map(|(p, _)| p.clone()))
+                    .extend(batch.iter().map(|(p, _)| p.to_path_buf()))
             },
             &|| {},
         );
