@@ -1,7 +1,8 @@
 //! Process plumbing shared by the daemon (its csync2 clients and the
 //! managed `csync2 -ii`), the test cluster (`csync2-watch-testbed`) and the
 //! benchmarks: pidfds, a look at a child's exit that leaves it to be
-//! reaped, and signals to a whole process group.
+//! reaped, and signals to a whole process group; and handing freed heap
+//! back to the system after a big one-time allocation.
 //!
 //! The rule that makes signalling by PID safe: a PID, or the process group
 //! it leads, is signalled only while its process is known not to have been
@@ -12,6 +13,18 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Give the heap memory this process has freed back to the system (glibc
+/// keeps it for reuse otherwise): after loading or filling the stat cache,
+/// whose transient copies are several times its size.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim(3) only walks glibc's own heap under its lock;
+    // it takes no pointer of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// A pidfd for `pid` (Linux 5.3+). It becomes readable (`POLLIN`) once the
 /// process has exited, and a signal sent through it never reaches another

@@ -119,21 +119,22 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "full_check_threshold",
         default: "15000",
-        doc: "A batch with more changed paths than this becomes one full check \
-              (`csync2 -cr`), which is cheaper than naming that many paths.",
+        doc: "More queued paths than this become one reconcile of every tree, which is \
+              cheaper than naming that many paths.",
     },
     SettingDoc {
         key: "full_sync_interval",
-        default: "\"1h\"",
-        doc: "Time between full syncs, which catch anything inotify cannot see (changes made \
-              while the daemon was down, writes by other machines to a shared mount). \
-              \"0s\" disables them; the start-up full sync always runs.",
+        default: "\"5m\"",
+        doc: "Time between reconciles of every tree (a walk compared with the stat cache), \
+              the safety net for anything inotify did not report. On 170,000 files one costs \
+              about 0.25 s and 0.5 s of CPU when nothing changed (README, Reconciles). \
+              \"0s\" disables them; the start-up reconcile always runs.",
     },
     SettingDoc {
         key: "full_sync_jitter",
-        default: "\"5m\"",
-        doc: "Each full sync is moved by a random amount up to this, so that the nodes of a \
-              cluster do not all scan at the same moment.",
+        default: "\"1m\"",
+        doc: "Each periodic reconcile is moved by a random amount up to this, so that the \
+              nodes of a cluster do not all walk their trees at the same moment.",
     },
     SettingDoc {
         key: "quiet_period",
@@ -267,9 +268,10 @@ pub struct Settings {
     /// A batch with more paths than this becomes one full check (the old
     /// script's num_batched_changes_threshold). Default 15000.
     pub full_check_threshold: usize,
-    /// Time between full syncs; zero disables them. Default 1h.
+    /// Time between periodic reconciles; zero disables them. Default 5m.
     pub full_sync_interval: Duration,
-    /// Each full sync is moved by a random amount up to this. Default 5m.
+    /// Each periodic reconcile is moved by a random amount up to this.
+    /// Default 1m.
     pub full_sync_jitter: Duration,
     /// No local csync2 client starts while the local server serves a
     /// connection, nor for this long after. Default 250ms.
@@ -453,8 +455,8 @@ impl Default for Settings {
             batch_delay_max: Duration::from_millis(100),
             max_batch: 2000,
             full_check_threshold: 15000,
-            full_sync_interval: Duration::from_secs(3600),
-            full_sync_jitter: Duration::from_secs(300),
+            full_sync_interval: Duration::from_secs(300),
+            full_sync_jitter: Duration::from_secs(60),
             quiet_period: Duration::from_millis(250),
             parallel_updates: false,
             probe_timeout: Duration::from_secs(1),

@@ -157,13 +157,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     );
 
     let loaded = Instant::now();
-    let (cache, cache_lost) = match journal.confirmed_all() {
-        Ok(rows) => (StatCache::load(rows), false),
+    let mut cache = StatCache::new();
+    let (cache, cache_lost) = match journal.confirmed_each(&mut |p, s| cache.load_one(p, s)) {
+        Ok(()) => (cache, false),
         Err(e) => {
             error!("cannot read the stat cache from the journal ({e}): filling it again from csync2's database");
             (StatCache::new(), true)
         }
     };
+    crate::process::release_free_memory();
     info!(paths = cache.len(), elapsed = ?loaded.elapsed(), "stat cache loaded");
     let cache = Arc::new(std::sync::RwLock::new(cache));
 

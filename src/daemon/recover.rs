@@ -238,18 +238,22 @@ impl Daemon {
             &|| heartbeat.beat(),
         );
         let walked = walked.paths;
+        let known_count = known.len();
+        drop(known);
         let items = items.into_inner().unwrap_or_else(|e| e.into_inner());
-        reconcile::write(&self.cache).fill(items.iter().cloned());
-        self.status.cache_paths = items.len() as u64;
+        let confirmed = items.len();
         if let Err(e) = self.journal.fill_confirmed(&items) {
-            self.journal_failed("filling the confirmed record", &e);
+            self.journal_failed("filling the stat cache", &e);
         }
+        reconcile::write(&self.cache).fill(items);
+        crate::process::release_free_memory();
+        self.status.cache_paths = confirmed as u64;
         self.need_fill = false;
         self.ctl.check_ok();
         info!(
-            confirmed = items.len(),
+            confirmed,
             walked,
-            known = known.len(),
+            known = known_count,
             elapsed = ?started.elapsed(),
             "filled the stat cache from csync2's database"
         );
@@ -337,9 +341,10 @@ impl Daemon {
         let recent = self.doubt.recent_ms;
         let doubt = &self.doubt;
         let judge = |c: &StatCache, path: &Path, disk: Option<&Snapshot>| {
+            let known = c.known(path);
             let standing = Standing {
                 disk,
-                confirmed: c.known(path),
+                confirmed: known.as_ref(),
                 in_doubt: doubt.covers(path),
             };
             if confirm::must_force(standing, recent) {

@@ -317,8 +317,12 @@ impl Journal {
         Ok(out)
     }
 
-    /// Every row: the stat cache as last persisted.
-    pub fn confirmed_all(&self) -> Result<Vec<(PathBuf, Snapshot)>, JournalError> {
+    /// Every row, handed to `each` (the stat cache as last persisted,
+    /// streamed: no copy of the whole table is held).
+    pub fn confirmed_each(
+        &self,
+        each: &mut dyn FnMut(PathBuf, Snapshot),
+    ) -> Result<(), JournalError> {
         let mut st = self
             .conn
             .prepare(&format!("SELECT path, {SNAPSHOT_COLUMNS} FROM confirmed"))
@@ -326,13 +330,12 @@ impl Journal {
         let rows = st
             .query_map([], |r| Ok((blob(r.get_ref(0)?), snapshot_row(r, 1)?)))
             .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
         for row in rows {
             let (path, snap) = row.map_err(|e| self.err(e))?;
             let path = path.ok_or_else(|| self.corrupt("a stat cache path is not a blob"))?;
-            out.push((path, snap));
+            each(path, snap);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// How many paths are confirmed.

@@ -49,8 +49,8 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(d.batch_delay_max, Duration::from_millis(100));
     assert_eq!(d.max_batch, 2000);
     assert_eq!(d.full_check_threshold, 15000);
-    assert_eq!(d.full_sync_interval, Duration::from_secs(3600));
-    assert_eq!(d.full_sync_jitter, Duration::from_secs(300));
+    assert_eq!(d.full_sync_interval, Duration::from_secs(300));
+    assert_eq!(d.full_sync_jitter, Duration::from_secs(60));
     assert_eq!(d.quiet_period, Duration::from_millis(250));
     assert!(!d.parallel_updates);
     assert_eq!(d.probe_timeout, Duration::from_secs(1));
@@ -116,7 +116,7 @@ fn to_toml_prints_every_key_and_parses_back_to_the_same_settings() {
         assert!(text.contains(&format!("\n{key} = ")) || text.starts_with(&format!("{key} = ")));
     }
     assert!(text.contains("batch_delay = \"5ms\""), "{text}");
-    assert!(text.contains("full_sync_interval = \"1h\""), "{text}");
+    assert!(text.contains("full_sync_interval = \"5m\""), "{text}");
     let back = Settings::parse(&text, None);
     assert!(back.errors.is_empty(), "{:#?}", back.errors);
     assert_eq!(back.settings, d);
