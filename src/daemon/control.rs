@@ -270,7 +270,7 @@ impl Daemon {
     pub(super) fn finish(&mut self) {
         self.set_state("stopping");
         if self.full.is_some() {
-            info!("waiting for the full check in hand");
+            info!("waiting for the reconcile in hand");
             let _ = self.full_done_rx.recv();
             self.finish_full();
         }
