@@ -142,7 +142,8 @@ impl Daemon {
         self.status.server.restarts = server.restarts;
         self.status.server.connections = server.connections;
         self.status.server.last_error = server.last_error;
-        match self.status.write(&self.state_dir) {
+        let written = self.status.write(&self.state_dir);
+        match &written {
             // Said once until it works again (a full disk would repeat it
             // twice a second).
             Err(e) if !self.status_write_failed => {
@@ -175,6 +176,8 @@ impl Daemon {
             ))],
         );
         self.status_written = Some(now);
-        self.status_dirty = false;
+        // A status that could not be written (a full disk) is tried again:
+        // it may be what tells the operator about the disk.
+        self.status_dirty = written.is_err();
     }
 }
