@@ -104,6 +104,9 @@ pub struct Controller {
     server_active: Option<Instant>,
     /// When the next periodic deep check is due.
     deep_due: Option<Instant>,
+    /// A check of every tree has ended since the start: until then a
+    /// running one holds the peers' updates back.
+    started: bool,
 }
 
 impl Controller {
@@ -123,6 +126,7 @@ impl Controller {
             serving: false,
             server_active: None,
             deep_due: None,
+            started: false,
         }
     }
 
@@ -314,7 +318,7 @@ impl Controller {
         if !self.queue.is_empty() && checks_ok && self.ready_at.is_none_or(|t| t <= now) {
             return Next::Run(Action::Batch);
         }
-        if updates_due {
+        if updates_due && !self.holding_updates() {
             return Next::Run(Action::Update);
         }
         if self.sched.verify_pending() && self.queue.is_idle() {
@@ -323,9 +327,22 @@ impl Controller {
         Next::Wait(self.earliest(now))
     }
 
+    /// The start-up reconcile runs: the peers are updated once it has
+    /// checked what changed while the daemon was down, in one `csync2 -u`
+    /// (an update beside its `csync2 -c` would make one of them sleep a
+    /// second on csync2's busy database).
+    fn holding_updates(&self) -> bool {
+        !self.started && self.full_running && !self.need_fill && !self.in_doubt
+    }
+
     /// The earliest instant at which something may become due.
     fn earliest(&self, now: Instant) -> Option<Instant> {
-        let mut deadline = self.sched.next_deadline();
+        // While updates are held, the reconcile's end wakes the daemon.
+        let mut deadline = if self.holding_updates() {
+            None
+        } else {
+            self.sched.next_deadline()
+        };
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
@@ -396,6 +413,9 @@ impl Controller {
         now: Instant,
     ) -> Option<Duration> {
         self.full_running = false;
+        if req.scopes.is_none() {
+            self.started = true;
+        }
         if ok {
             if changed || req.deep {
                 // A deep check pushes to every peer, whatever csync2 -v
@@ -689,5 +709,33 @@ mod tests {
         assert!(!req.deep);
         c.full_ended(&req, true, false, t0);
         assert_eq!(c.next(t0), Next::Wait(None));
+    }
+
+    #[test]
+    fn the_start_up_reconcile_holds_updates_back_and_later_ones_do_not() {
+        let t0 = Instant::now();
+        let timing = Timing {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(8),
+            down_probe_max: Duration::from_secs(10),
+            full_sync_interval: Duration::ZERO,
+            full_sync_jitter: Duration::ZERO,
+        };
+        let names = vec!["a".to_string()];
+        // A new scheduler: its peers are due at once.
+        let mut c = Controller::new(policy(), Scheduler::new(&names, timing, t0, 3));
+        c.request_full(None, "start-up");
+        assert_eq!(c.next(t0), Next::Run(Action::Full));
+        let req = c.start_full().unwrap();
+        assert_eq!(c.next(t0), Next::Wait(None), "no update beside it");
+        c.full_ended(&req, true, true, t0 + MS);
+        assert_eq!(c.next(t0 + MS), Next::Run(Action::Update));
+
+        // A later reconcile lets updates run beside it.
+        c.request_full(None, "periodic");
+        assert_eq!(c.next(t0 + MS), Next::Run(Action::Full));
+        c.start_full().unwrap();
+        c.sched.mark_all_dirty();
+        assert_eq!(c.next(t0 + MS), Next::Run(Action::Update));
     }
 }
