@@ -27,9 +27,11 @@
 //!   share), [`fnmatch`], [`config`] (csync2.cfg lexer and parser),
 //!   [`paths`] (csync2's path decisions), [`plan`] (what this node syncs,
 //!   with whom), [`queue`] (the deduplicating batch queue), [`sched`]
-//!   (when to run what), [`statcache`] (what csync2 can and cannot see),
-//!   [`confirm`] (what the peers were confirmed to hold; what recovery
-//!   forces dirty), [`controller`] (what the daemon runs next: a pure state
+//!   (when to run what), [`statcache`] (the stat cache: what csync2
+//!   recorded of each path, and what a path needs: skip, `-c`, or `-c`
+//!   and `-m` for what csync2's check text cannot see), [`confirm`]
+//!   (what recovery forces dirty; csync2's check text for the first
+//!   fill), [`controller`] (what the daemon runs next: a pure state
 //!   machine fed inputs, returning actions), [`settings`] (csync2-watch.toml: format, defaults,
 //!   validation), [`exit`] (exit codes).
 //! * adapters: [`watch`] (inotify tree), [`runner`] (csync2 processes,
@@ -38,10 +40,11 @@
 //!   exit checks, process-group signals), [`probe`] (peer TCP probes),
 //!   [`journal`] (SQLite state), [`fstype`] (statfs), [`fscheck`]
 //!   (check-config's filesystem checks), [`walk`] (the synced trees, as
-//!   `csync2 -cr` walks them), [`status`] (status.json, metrics),
+//!   `csync2 -cr` walks them, in parallel for reconciles), [`status`] (status.json, metrics),
 //!   [`sysctl`] (inotify's limits: reading, sizing, applying; counting
 //!   the directories to watch), [`logging`].
-//! * daemon: [`daemon`] (the control loop behind `run`).
+//! * daemon: [`daemon`] (the control loop behind `run`, and the
+//!   reconciles it runs in the background).
 //! * commands: [`cmd`] (one module per subcommand, each with its
 //!   arguments).
 //! * command line: [`cli`] (the clap tree and the dispatcher), with

@@ -4,15 +4,18 @@
 //!
 //! One control thread runs every local csync2 client, one at a time (or
 //! one update per peer at a time with `parallel_updates`), and only while
-//! the local csync2 server has been quiet for `quiet_period`. Everything
-//! else feeds it without ever blocking: the watcher coalesces changes,
-//! probes report from their own threads, signals arrive on a channel.
+//! the local csync2 server has been quiet for `quiet_period`; the one
+//! exception is the reconcile, which walks and checks in a thread of its
+//! own so that changes keep flowing. Everything else feeds the control
+//! thread without ever blocking: the watcher coalesces changes, probes
+//! report from their own threads, signals arrive on a channel.
 //!
-//! Start-up: lock the state directory, load csync2.cfg and the settings,
-//! start (or observe) the local server, place every watch, then recover
+//! Start-up: lock the state directory, load csync2.cfg, the settings and
+//! the stat cache, start (or observe) the local server, place every
+//! watch, fill the cache from csync2's database the first time, recover
 //! what the last stop left in doubt (interrupted csync2 runs, journaled
-//! changes; see [`crate::confirm`]) and run a full check, so no change made
-//! while the daemon was down, or lost in a crash, is missed.
+//! changes; see [`crate::confirm`]) and reconcile every tree, so no change
+//! made while the daemon was down, or lost in a crash, is missed.
 //!
 //! Layer: daemon. Imports the adapters and the core (the decisions are
 //! the [`crate::controller`]'s; this module carries them out).
