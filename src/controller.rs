@@ -464,16 +464,22 @@ mod tests {
         }
     }
 
-    /// A controller at `t0` whose start-up full check is done and whose
-    /// peers are clean, with no periodic full sync.
-    fn settled(t0: Instant) -> Controller {
-        let timing = Timing {
+    /// The scheduler's timing in these tests: a periodic full sync every
+    /// `full` (zero: none), no jitter.
+    fn timing(full: Duration) -> Timing {
+        Timing {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(8),
             down_probe_max: Duration::from_secs(10),
-            full_sync_interval: Duration::ZERO,
+            full_sync_interval: full,
             full_sync_jitter: Duration::ZERO,
-        };
+        }
+    }
+
+    /// A controller at `t0` whose start-up full check is done and whose
+    /// peers are clean, with no periodic full sync.
+    fn settled(t0: Instant) -> Controller {
+        let timing = timing(Duration::ZERO);
         let names = vec!["a".to_string(), "b".to_string()];
         let mut c = Controller::new(policy(), Scheduler::new(&names, timing, t0, 7));
         c.sched.updated("a", None);
@@ -668,13 +674,7 @@ mod tests {
     #[test]
     fn the_periodic_full_sync_comes_due_and_is_rescheduled() {
         let t0 = Instant::now();
-        let timing = Timing {
-            retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(8),
-            down_probe_max: Duration::from_secs(10),
-            full_sync_interval: Duration::from_secs(3600),
-            full_sync_jitter: Duration::ZERO,
-        };
+        let timing = timing(Duration::from_secs(3600));
         let mut c = Controller::new(policy(), Scheduler::new(&[], timing, t0, 1));
         let hour = Duration::from_secs(3600);
         assert_eq!(c.next(t0), Next::Wait(Some(t0 + hour)));
@@ -714,13 +714,7 @@ mod tests {
     #[test]
     fn the_start_up_reconcile_holds_updates_back_and_later_ones_do_not() {
         let t0 = Instant::now();
-        let timing = Timing {
-            retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(8),
-            down_probe_max: Duration::from_secs(10),
-            full_sync_interval: Duration::ZERO,
-            full_sync_jitter: Duration::ZERO,
-        };
+        let timing = timing(Duration::ZERO);
         let names = vec!["a".to_string()];
         // A new scheduler: its peers are due at once.
         let mut c = Controller::new(policy(), Scheduler::new(&names, timing, t0, 3));
