@@ -94,6 +94,8 @@ pub struct Walked {
     /// Directories that could not be listed (nothing below them was
     /// reported).
     pub unreadable: Vec<PathBuf>,
+    /// `go_on` said stop: the walk is incomplete.
+    pub stopped: bool,
 }
 
 /// How many threads a walk uses: twice the CPUs (a cold walk waits on the
@@ -182,20 +184,21 @@ struct Work {
     stack: Vec<PathBuf>,
     /// Directories taken and not yet done.
     busy: usize,
-    /// Directories listed so far (for `beat`).
-    listed: u64,
+    /// `go_on` said stop.
+    stopped: bool,
 }
 
 /// Every synced path at or below each of `scopes` (`/`: every tree), with
 /// its lstat, walked by [`threads`] threads. `visit` gets the synced
-/// entries of one directory at a time (from any thread); `beat` is called
-/// every few thousand directories (a long walk is work, too).
+/// entries of one directory at a time (from any thread). `go_on` is asked
+/// after every directory (a long walk is work too: a caller beats its
+/// watchdog there); once it says no, the walk stops early, and says so.
 pub fn par_synced_under(
     filter: &dyn TreeFilter,
     roots: &[PathBuf],
     scopes: &[PathBuf],
     visit: Visit<'_>,
-    beat: &(dyn Fn() + Sync),
+    go_on: &(dyn Fn() -> bool + Sync),
 ) -> Walked {
     use std::os::unix::ffi::OsStrExt;
     let mut firsts = Listing::default();
@@ -215,7 +218,7 @@ pub fn par_synced_under(
     let work = Mutex::new(Work {
         stack,
         busy: 0,
-        listed: 0,
+        stopped: false,
     });
     let wake = Condvar::new();
     let paths = std::sync::atomic::AtomicU64::new(firsts.len() as u64);
@@ -255,14 +258,17 @@ pub fn par_synced_under(
                     paths.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     visit(&entries);
                 }
+                let go = go_on();
                 let mut w = work.lock().unwrap_or_else(|e| e.into_inner());
                 w.busy -= 1;
-                w.listed += 1;
-                if w.listed % 2048 == 0 {
-                    beat();
+                if !go {
+                    w.stopped = true;
+                    w.stack.clear();
                 }
-                let more = !subdirs.is_empty();
-                w.stack.extend(subdirs);
+                let more = !subdirs.is_empty() && !w.stopped;
+                if more {
+                    w.stack.extend(subdirs);
+                }
                 let done = w.busy == 0 && w.stack.is_empty();
                 drop(w);
                 if more || done {
@@ -271,7 +277,9 @@ pub fn par_synced_under(
             });
         }
     });
+    let stopped = work.into_inner().unwrap_or_else(|e| e.into_inner()).stopped;
     Walked {
+        stopped,
         paths: paths.into_inner(),
         unreadable: unreadable.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
@@ -420,7 +428,7 @@ mod tests {
                     .unwrap()
                     .extend(batch.iter().map(|(p, s)| (p.to_path_buf(), *s)))
             },
-            &|| {},
+            &|| true,
         );
         let mut par = par.into_inner().unwrap();
         par.sort_by(|a, b| a.0.cmp(&b.0));
@@ -440,11 +448,40 @@ mod tests {
                     .unwrap()
                     .extend(batch.iter().map(|(p, _)| p.to_path_buf()))
             },
-            &|| {},
+            &|| true,
         );
         let mut below = below.into_inner().unwrap();
         below.sort();
         assert_eq!(below.len(), 1 + 1 + 5, "{below:?}");
         assert!(below.iter().all(|p| p.starts_with(root.join("d1"))));
+    }
+
+    #[test]
+    fn a_walk_stops_when_asked_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for i in 0..50 {
+            std::fs::create_dir_all(root.join(format!("d{i}"))).unwrap();
+            std::fs::write(root.join(format!("d{i}/f")), b"x").unwrap();
+        }
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let walked = par_synced_under(
+            &Skip,
+            std::slice::from_ref(&root),
+            &[PathBuf::from("/")],
+            &|_| {},
+            &|| asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3,
+        );
+        assert!(walked.stopped);
+        assert!(walked.paths < 101, "{}", walked.paths);
+        let all = par_synced_under(
+            &Skip,
+            std::slice::from_ref(&root),
+            &[PathBuf::from("/")],
+            &|_| {},
+            &|| true,
+        );
+        assert!(!all.stopped);
+        assert_eq!(all.paths, 101);
     }
 }

@@ -123,7 +123,10 @@ impl Daemon {
                 &self.plan,
                 &batch.trees,
                 &|c, p, s| c.decide(p, s),
-                &|| heartbeat.beat(),
+                &|| {
+                    heartbeat.beat();
+                    true
+                },
             );
             // Trees that vanished also get `csync2 -cr`: it marks deleted
             // whatever csync2 recorded below them, known to the cache or not.

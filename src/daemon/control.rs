@@ -269,7 +269,9 @@ impl Daemon {
     /// answer, then stop. What is still queued stays in the journal.
     pub(super) fn finish(&mut self) {
         self.set_state("stopping");
-        if self.full.is_some() {
+        if let Some(full) = &self.full {
+            // A walk stops at once; csync2 runs already started finish.
+            full.stop.store(true, std::sync::atomic::Ordering::Relaxed);
             info!("waiting for the reconcile in hand");
             let _ = self.full_done_rx.recv();
             self.finish_full();

@@ -68,6 +68,8 @@ struct Stop;
 /// A full check running in its own thread.
 struct RunningFull {
     req: FullRequest,
+    /// Set to stop its walk (the daemon stops).
+    stop: Arc<std::sync::atomic::AtomicBool>,
     /// The cache's version when it started: newer results win.
     since: u64,
     /// Its journal record.

@@ -6,6 +6,7 @@
 //! and polled trees all come here, in the background: changes keep
 //! flowing while a cold tree is walked.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::*;
@@ -37,6 +38,8 @@ pub(super) struct Differences {
     /// Cache entries no longer synced (the configuration changed).
     pub forget: Vec<PathBuf>,
     pub elapsed: Duration,
+    /// `go_on` stopped the walk: nothing is known of what it left out.
+    pub stopped: bool,
 }
 
 /// Walk `scopes` and judge every synced path, and every cached path in
@@ -46,7 +49,7 @@ pub(super) fn differences(
     plan: &Plan,
     scopes: &[PathBuf],
     judge: Judge<'_>,
-    beat: &(dyn Fn() + Sync),
+    go_on: &(dyn Fn() -> bool + Sync),
 ) -> Differences {
     let started = Instant::now();
     let walk = write(cache).begin_walk();
@@ -72,9 +75,15 @@ pub(super) fn differences(
                 found.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
             }
         },
-        beat,
+        go_on,
     );
     let mut items = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    if walked.stopped {
+        return Differences {
+            stopped: true,
+            ..Differences::default()
+        };
+    }
     let unseen = read(cache).unseen_under(walk, scopes, &walked.unreadable);
     let mut forget = Vec::new();
     for p in unseen {
@@ -96,6 +105,7 @@ pub(super) fn differences(
         walked: walked.paths,
         forget,
         elapsed: started.elapsed(),
+        stopped: false,
     }
 }
 
@@ -110,6 +120,8 @@ pub(super) struct Reconciled {
     pub processes: usize,
     /// The deep check's run, for the cache's cover.
     pub deep: Option<Run>,
+    /// Stopped during its walk (the daemon stops): no csync2 ran.
+    pub stopped: bool,
 }
 
 /// The reconcile itself (in its own thread).
@@ -120,8 +132,23 @@ fn reconcile(
     limits: Limits,
     scopes: &[PathBuf],
     deep: bool,
+    stop: &AtomicBool,
 ) -> Result<Reconciled, RunError> {
-    let diff = differences(cache, plan, scopes, &|c, p, s| c.decide(p, s), &|| {});
+    let diff = differences(cache, plan, scopes, &|c, p, s| c.decide(p, s), &|| {
+        !stop.load(Ordering::Relaxed)
+    });
+    if diff.stopped {
+        return Ok(Reconciled {
+            walked: 0,
+            walk: diff.elapsed,
+            results: Vec::new(),
+            marked: 0,
+            forget: Vec::new(),
+            processes: 0,
+            deep: None,
+            stopped: true,
+        });
+    }
     let check: Vec<PathBuf> = diff.items.iter().map(|(p, ..)| p.clone()).collect();
     let mark: Vec<PathBuf> = diff
         .items
@@ -173,6 +200,7 @@ fn reconcile(
         forget: diff.forget,
         processes,
         deep: deep_run,
+        stopped: false,
     })
 }
 
@@ -271,11 +299,13 @@ impl Daemon {
         let (csync2, limits, deep) = (self.csync2.clone(), self.limits, req.deep);
         let (cache, plan) = (self.cache.clone(), self.plan.clone());
         let done = self.full_done_tx.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_walk = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("reconcile".into())
             .spawn(move || {
                 let _entered = span.entered();
-                let result = reconcile(&cache, &plan, &csync2, limits, &scopes, deep);
+                let result = reconcile(&cache, &plan, &csync2, limits, &scopes, deep, &stop_walk);
                 let _ = done.send(());
                 result
             });
@@ -283,6 +313,7 @@ impl Daemon {
             Ok(handle) => {
                 self.full = Some(RunningFull {
                     req,
+                    stop,
                     since,
                     journaled,
                     started: Instant::now(),
@@ -307,6 +338,7 @@ impl Daemon {
         };
         let RunningFull {
             req,
+            stop: _,
             since,
             journaled,
             started,
@@ -327,6 +359,13 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| vec![PathBuf::from("/")]);
         match result {
+            Ok(r) if r.stopped => {
+                // The daemon stops: nothing ran, and the next start's
+                // reconcile covers the scope.
+                info!(reason = %reasons, "reconcile stopped during its walk");
+                self.end_run(journaled);
+                self.ctl.full_ended(&req, true, false, Instant::now());
+            }
             Ok(r) => {
                 self.status.counters.checks += r.processes as u64;
                 let differing = r.results.len();

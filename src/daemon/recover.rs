@@ -235,7 +235,10 @@ impl Daemon {
                 }
                 items.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
             },
-            &|| heartbeat.beat(),
+            &|| {
+                heartbeat.beat();
+                true
+            },
         );
         let walked = walked.paths;
         let known_count = known.len();
@@ -361,8 +364,10 @@ impl Daemon {
         let heartbeat = self.heartbeat.clone();
         let mut out: Vec<(PathBuf, Option<Snapshot>)> = Vec::new();
         if !scopes.is_empty() {
-            let diff =
-                reconcile::differences(&self.cache, &plan, &scopes, &judge, &|| heartbeat.beat());
+            let diff = reconcile::differences(&self.cache, &plan, &scopes, &judge, &|| {
+                heartbeat.beat();
+                true
+            });
             out.extend(diff.items.into_iter().map(|(p, s, _)| (p, s)));
         }
         let mut seen: HashSet<PathBuf> = out.iter().map(|(p, _)| p.clone()).collect();
