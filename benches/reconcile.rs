@@ -1591,6 +1591,25 @@ struct Row<'a> {
     base: Option<(Duration, Option<Duration>, &'a str)>,
 }
 
+impl<'a> Row<'a> {
+    /// A row of the daemon's own samples (wall, CPU, its own CPU).
+    fn of_samples(
+        what: String,
+        cache: Cache,
+        samples: &[Sample],
+        base: Option<(Duration, Option<Duration>, &'a str)>,
+    ) -> Row<'a> {
+        Row {
+            what,
+            cache,
+            wall: samples.iter().map(|s| s.wall).collect(),
+            cpu: Some(samples.iter().map(|s| s.cpu).collect()),
+            own: Some(samples.iter().map(|s| s.own_cpu).collect()),
+            base,
+        }
+    }
+}
+
 impl Row<'_> {
     fn print(&self) {
         if self.wall.is_empty() {
@@ -1715,14 +1734,12 @@ impl Report {
                 base: None,
             }
             .print();
-            Row {
-                what: format!("{rec_name} (`sync --full`), nothing changed"),
+            Row::of_samples(
+                format!("{rec_name} (`sync --full`), nothing changed"),
                 cache,
-                wall: self.rec[i].iter().map(|s| s.wall).collect(),
-                cpu: Some(self.rec[i].iter().map(|s| s.cpu).collect()),
-                own: Some(self.rec[i].iter().map(|s| s.own_cpu).collect()),
-                base: cr_base,
-            }
+                &self.rec[i],
+                cr_base,
+            )
             .print();
             if mode == Mode::Reconcile {
                 Row {
@@ -1753,23 +1770,19 @@ impl Report {
                 base: None,
             }
             .print();
-            Row {
-                what: format!("start-up {rec_name}, nothing changed (CPU since exec)"),
+            Row::of_samples(
+                format!("start-up {rec_name}, nothing changed (CPU since exec)"),
                 cache,
-                wall: self.start_same[i].iter().map(|s| s.wall).collect(),
-                cpu: Some(self.start_same[i].iter().map(|s| s.cpu).collect()),
-                own: Some(self.start_same[i].iter().map(|s| s.own_cpu).collect()),
-                base: cr_base,
-            }
+                &self.start_same[i],
+                cr_base,
+            )
             .print();
-            Row {
-                what: format!("start-up {rec_name}, {n} changed (CPU since exec)"),
+            Row::of_samples(
+                format!("start-up {rec_name}, {n} changed (CPU since exec)"),
                 cache,
-                wall: self.start_changed[i].iter().map(|s| s.wall).collect(),
-                cpu: Some(self.start_changed[i].iter().map(|s| s.cpu).collect()),
-                own: Some(self.start_changed[i].iter().map(|s| s.own_cpu).collect()),
-                base: crc_base,
-            }
+                &self.start_changed[i],
+                crc_base,
+            )
             .print();
             if mode == Mode::Reconcile {
                 Row {
