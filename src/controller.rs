@@ -31,6 +31,9 @@ use crate::queue::{Batch, BatchQueue, FullRequest};
 use crate::sched::{Backoff, Scheduler};
 use crate::vocab::ChangeKind;
 
+/// The reason of the periodic reconcile of every tree.
+pub const PERIODIC: &str = "periodic full sync";
+
 /// The settings the controller decides with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -276,7 +279,7 @@ impl Controller {
     /// The next action, most urgent first, or how long to wait.
     pub fn next(&mut self, now: Instant) -> Next {
         if self.sched.full_due(now) && self.queue.full_pending().is_none() {
-            self.queue.request_full(None, "periodic full sync");
+            self.queue.request_full(None, PERIODIC);
             self.sched.full_started(now);
         }
         let deep_every = self.policy.deep_check_interval;

@@ -204,9 +204,14 @@ fn reconcile(
     })
 }
 
-/// Only polls of trees inotify cannot fully see asked for this.
-fn is_poll(req: &FullRequest) -> bool {
-    req.reasons.iter().all(|r| r.starts_with(POLLED))
+/// Only routine reasons asked for this (the periodic safety net, polls of
+/// trees inotify cannot fully see), none that says events may have been
+/// lost: the change feed hears of it only if it found something (every
+/// few seconds or minutes would drown the feed).
+fn is_routine(req: &FullRequest) -> bool {
+    req.reasons
+        .iter()
+        .all(|r| r.starts_with(POLLED) || r == crate::controller::PERIODIC)
 }
 
 /// How the reason of every poll of a tree inotify cannot see starts.
@@ -282,9 +287,7 @@ impl Daemon {
             })
             .collect();
         let journaled = self.begin_run(RunMode::Full, &scope_entries);
-        // A poll of a tree inotify cannot see tells the change feed only if
-        // it found something (every few seconds would drown the feed).
-        if !is_poll(&req) {
+        if !is_routine(&req) {
             self.feed_full_check(&scopes, &reasons);
         }
         let span = info_span!("reconcile", scope = %scope_desc, deep = req.deep);
@@ -369,7 +372,7 @@ impl Daemon {
             Ok(r) => {
                 self.status.counters.checks += r.processes as u64;
                 let differing = r.results.len();
-                if differing > 0 && is_poll(&req) {
+                if differing > 0 && is_routine(&req) {
                     self.feed_full_check(&scopes, &reasons);
                 }
                 let mut persist = Vec::with_capacity(differing + r.forget.len());
