@@ -86,6 +86,27 @@ fn walk(
     }
 }
 
+/// The topmost directory above `path` that is a symlink, if any. csync2
+/// counts a file below a directory that became a symlink as removed (its
+/// `csync_check_pure`), though `lstat` still finds it through the link;
+/// and `csync2 -c` of such a path checks the link's target instead (it
+/// resolves the directories of a name), so only `csync2 -cr` of the link
+/// marks what was below it removed.
+pub fn symlinked_ancestor(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .take_while(|a| a.parent().is_some())
+        .filter(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+        .last()
+        .map(Path::to_path_buf)
+}
+
+/// Is the known path `path` still there, as csync2 would see it: it
+/// exists, and no directory above it is a symlink?
+pub fn still_there(path: &Path) -> bool {
+    Snapshot::lstat(path).is_some() && symlinked_ancestor(path).is_none()
+}
+
 /// What a parallel walk covered.
 #[derive(Debug, Default)]
 pub struct Walked {
@@ -483,5 +504,22 @@ mod tests {
         );
         assert!(!all.stopped);
         assert_eq!(all.paths, 101);
+    }
+
+    #[test]
+    fn a_path_below_a_directory_that_became_a_symlink_is_not_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"x").unwrap();
+        assert!(still_there(&root.join("d/f")));
+        // `mv d elsewhere; ln -s elsewhere d`: lstat still finds d/f.
+        std::fs::rename(root.join("d"), dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join("d")).unwrap();
+        assert!(Snapshot::lstat(&root.join("d/f")).is_some());
+        assert!(!still_there(&root.join("d/f")));
+        assert!(still_there(&root.join("d")), "the link itself is there");
+        std::fs::remove_file(root.join("d")).unwrap();
+        assert!(!still_there(&root.join("d/f")));
     }
 }

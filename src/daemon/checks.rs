@@ -128,14 +128,20 @@ impl Daemon {
                     true
                 },
             );
-            // Trees that vanished also get `csync2 -cr`: it marks deleted
-            // whatever csync2 recorded below them, known to the cache or not.
+            // Trees that vanished (or are no directory any more) also get
+            // `csync2 -cr`: it marks deleted whatever csync2 recorded below
+            // them, known to the cache or not.
             gone_trees = batch
                 .trees
                 .iter()
-                .filter(|t| Snapshot::lstat(t).is_none())
+                .filter(|t| Snapshot::lstat(t).is_none_or(|s| !s.is_dir()))
                 .cloned()
                 .collect();
+            for link in diff.relinked {
+                if !gone_trees.contains(&link) {
+                    gone_trees.push(link);
+                }
+            }
             let cache = reconcile::read(&self.cache);
             for (p, snap, d) in diff.items {
                 take(p, snap, d, &cache);

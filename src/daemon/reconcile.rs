@@ -40,6 +40,9 @@ pub(super) struct Differences {
     pub elapsed: Duration,
     /// `go_on` stopped the walk: nothing is known of what it left out.
     pub stopped: bool,
+    /// Directories that became symlinks while csync2 knew paths below
+    /// them: only `csync2 -cr` of the link marks those removed.
+    pub relinked: Vec<PathBuf>,
 }
 
 /// Walk `scopes` and judge every synced path, and every cached path in
@@ -86,13 +89,21 @@ pub(super) fn differences(
     }
     let unseen = read(cache).unseen_under(walk, scopes, &walked.unreadable);
     let mut forget = Vec::new();
+    let mut relinked = Vec::new();
     for p in unseen {
         if !plan.decide(&p).synced {
             forget.push(p);
             continue;
         }
         // Still there: recorded after the walk passed its directory.
-        if Snapshot::lstat(&p).is_none() {
+        // (Below a directory that became a symlink it is gone, as csync2
+        // sees it, though lstat finds it through the link.)
+        if !crate::walk::still_there(&p) {
+            if let Some(link) = crate::walk::symlinked_ancestor(&p) {
+                if !relinked.contains(&link) {
+                    relinked.push(link);
+                }
+            }
             let d = judge(&read(cache), &p, None);
             if d != Decision::Skip {
                 items.push((p, None, d));
@@ -106,6 +117,7 @@ pub(super) fn differences(
         forget,
         elapsed: started.elapsed(),
         stopped: false,
+        relinked,
     }
 }
 
@@ -176,6 +188,9 @@ fn reconcile(
         deep_run = Some(run.ended());
     } else if !check.is_empty() {
         processes += csync2.check(&check, false, limits)?.processes;
+    }
+    if !deep && !diff.relinked.is_empty() {
+        processes += csync2.check(&diff.relinked, true, limits)?.processes;
     }
     if !mark.is_empty() {
         debug!(

@@ -274,7 +274,7 @@ impl Daemon {
         self.set_state("recovering");
         self.absorb_receipts();
         let started = Instant::now();
-        let force = self.paths_to_force();
+        let (force, relinked) = self.paths_to_force();
         let paths: Vec<PathBuf> = force.iter().map(|(p, _)| p.clone()).collect();
         if !paths.is_empty() {
             let scope: Vec<ScopeEntry> = paths
@@ -288,6 +288,10 @@ impl Daemon {
             let result = self
                 .csync2
                 .check(&paths, false, self.limits)
+                .and_then(|_| match relinked.is_empty() {
+                    true => Ok(()),
+                    false => self.csync2.check(&relinked, true, self.limits).map(|_| ()),
+                })
                 .and_then(|_| self.csync2.mark(&paths, self.limits));
             self.end_run(run);
             if let Err(e) = result {
@@ -338,8 +342,9 @@ impl Daemon {
     }
 
     /// Walk what is in doubt and pick what must be forced dirty, comparing
-    /// with the stat cache.
-    fn paths_to_force(&self) -> Vec<(PathBuf, Option<Snapshot>)> {
+    /// with the stat cache; and the directories that became symlinks over
+    /// paths the cache knew (see [`crate::walk::symlinked_ancestor`]).
+    fn paths_to_force(&self) -> (Vec<(PathBuf, Option<Snapshot>)>, Vec<PathBuf>) {
         let plan = self.plan.clone();
         let recent = self.doubt.recent_ms;
         let doubt = &self.doubt;
@@ -363,11 +368,13 @@ impl Daemon {
         };
         let heartbeat = self.heartbeat.clone();
         let mut out: Vec<(PathBuf, Option<Snapshot>)> = Vec::new();
+        let mut relinked = Vec::new();
         if !scopes.is_empty() {
             let diff = reconcile::differences(&self.cache, &plan, &scopes, &judge, &|| {
                 heartbeat.beat();
                 true
             });
+            relinked = diff.relinked;
             out.extend(diff.items.into_iter().map(|(p, s, _)| (p, s)));
         }
         let mut seen: HashSet<PathBuf> = out.iter().map(|(p, _)| p.clone()).collect();
@@ -381,7 +388,7 @@ impl Daemon {
                 out.push((p.clone(), disk));
             }
         }
-        out
+        (out, relinked)
     }
 }
 

@@ -192,6 +192,38 @@ fn deletes_and_renames_are_found() {
     }
 }
 
+/// `mv d d-moved; ln -s d-moved d`: `lstat("d/f")` still finds the file
+/// through the link, but csync2 counts it removed (no path through a
+/// symlink is synced), and so must the reconcile, stopped or running.
+#[test]
+fn a_directory_replaced_by_a_symlink_is_found() {
+    let mut c = Cluster::start("");
+    for d in ["stopped", "running"] {
+        fs::create_dir_all(c.path(0, format!("{d}/sub"))).unwrap();
+        fs::write(c.path(0, format!("{d}/sub/f")), d.as_bytes()).unwrap();
+    }
+    c.wait_converged(SETTLE);
+    stop(&mut c, 0);
+    fs::rename(c.path(0, "stopped"), c.path(0, "stopped-moved")).unwrap();
+    std::os::unix::fs::symlink("stopped-moved", c.path(0, "stopped")).unwrap();
+    c.start_daemon(0);
+    start_up_reconcile(&c, 0);
+    c.wait_converged(SETTLE);
+    fs::rename(c.path(0, "running"), c.path(0, "running-moved")).unwrap();
+    std::os::unix::fs::symlink("running-moved", c.path(0, "running")).unwrap();
+    c.wait_converged(SETTLE);
+    for i in 1..3 {
+        for d in ["stopped", "running"] {
+            let m = fs::symlink_metadata(c.path(i, d)).unwrap();
+            assert!(m.file_type().is_symlink(), "node{} {d}: {m:?}", i + 1);
+            assert_eq!(
+                fs::read(c.path(i, format!("{d}-moved/sub/f"))).unwrap(),
+                d.as_bytes()
+            );
+        }
+    }
+}
+
 #[test]
 fn excluded_paths_are_never_touched() {
     let mut c = Cluster::start("exclude *.skip;\n\texclude private;");
