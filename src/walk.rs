@@ -25,67 +25,6 @@ use std::sync::{Condvar, Mutex};
 use crate::statcache::Snapshot;
 use crate::vocab::TreeFilter;
 
-/// Every synced path at or below `scope` (`/`: every tree), with its
-/// lstat, handed to `each`. `roots` are the watched roots of the plan.
-pub fn synced_under(
-    filter: &dyn TreeFilter,
-    roots: &[PathBuf],
-    scope: &Path,
-    each: &mut dyn FnMut(PathBuf, Snapshot),
-) {
-    for root in roots {
-        let start = if root.starts_with(scope) {
-            root.as_path()
-        } else if scope.starts_with(root) {
-            scope
-        } else {
-            continue;
-        };
-        let Some(snap) = Snapshot::lstat(start) else {
-            continue;
-        };
-        walk(filter, start.to_path_buf(), snap, each);
-    }
-}
-
-fn walk(
-    filter: &dyn TreeFilter,
-    path: PathBuf,
-    snap: Snapshot,
-    each: &mut dyn FnMut(PathBuf, Snapshot),
-) {
-    let is_dir = snap.mode & 0o170000 == 0o040000;
-    if !is_dir {
-        if filter.syncs(&path) {
-            each(path, snap);
-        }
-        return;
-    }
-    if !filter.descend(&path) {
-        return;
-    }
-    let entries = match std::fs::read_dir(&path) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::debug!(dir = %path.display(), "cannot list: {e}");
-            if filter.syncs(&path) {
-                each(path, snap);
-            }
-            return;
-        }
-    };
-    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    children.sort();
-    if filter.syncs(&path) {
-        each(path, snap);
-    }
-    for child in children {
-        if let Some(s) = Snapshot::lstat(&child) {
-            walk(filter, child, s, each);
-        }
-    }
-}
-
 /// The topmost directory above `path` that is a symlink, if any. csync2
 /// counts a file below a directory that became a symlink as removed (its
 /// `csync_check_pure`), though `lstat` still finds it through the link;
@@ -386,6 +325,27 @@ mod tests {
         }
     }
 
+    /// Every synced path at or below `scopes`, sorted, with its lstat.
+    fn walked(root: &Path, scopes: &[PathBuf]) -> Vec<(PathBuf, Snapshot)> {
+        let all = Mutex::new(Vec::<(PathBuf, Snapshot)>::new());
+        let w = par_synced_under(
+            &Skip,
+            &[root.to_path_buf()],
+            scopes,
+            &|batch| {
+                all.lock()
+                    .unwrap()
+                    .extend(batch.iter().map(|(p, s)| (p.to_path_buf(), *s)))
+            },
+            &|| true,
+        );
+        let mut all = all.into_inner().unwrap();
+        assert_eq!(w.paths as usize, all.len());
+        assert!(w.unreadable.is_empty() && !w.stopped);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     #[test]
     fn walks_synced_paths_only_and_never_follows_symlinks() {
         let dir = tempfile::tempdir().unwrap();
@@ -395,31 +355,25 @@ mod tests {
         std::fs::write(root.join("a/b/f"), b"x").unwrap();
         std::fs::write(root.join("skip/c/g"), b"x").unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("a/link")).unwrap();
-        let mut seen = Vec::new();
-        synced_under(
-            &Skip,
-            std::slice::from_ref(&root),
-            Path::new("/"),
-            &mut |p, _| seen.push(p.strip_prefix(&root).unwrap().to_path_buf()),
-        );
+        let seen: Vec<PathBuf> = walked(&root, &[PathBuf::from("/")])
+            .into_iter()
+            .map(|(p, _)| p.strip_prefix(&root).unwrap().to_path_buf())
+            .collect();
         let want: Vec<PathBuf> = ["", "a", "a/b", "a/b/f", "a/link"]
             .iter()
             .map(PathBuf::from)
             .collect();
         assert_eq!(seen, want);
 
-        let mut below = Vec::new();
-        synced_under(
-            &Skip,
-            std::slice::from_ref(&root),
-            &root.join("a/b"),
-            &mut |p, _| below.push(p),
-        );
+        let below: Vec<PathBuf> = walked(&root, &[root.join("a/b")])
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         assert_eq!(below, vec![root.join("a/b"), root.join("a/b/f")]);
     }
 
     #[test]
-    fn the_parallel_walk_sees_what_the_serial_one_sees() {
+    fn the_parallel_walk_sees_what_walkdir_sees() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         for i in 0..20 {
@@ -432,30 +386,20 @@ mod tests {
         std::fs::create_dir_all(root.join("skip/deep")).unwrap();
         std::fs::write(root.join("skip/deep/g"), b"x").unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("link")).unwrap();
-        let mut serial = Vec::new();
-        synced_under(
-            &Skip,
-            std::slice::from_ref(&root),
-            Path::new("/"),
-            &mut |p, s| serial.push((p, s)),
-        );
-        let par = Mutex::new(Vec::<(PathBuf, Snapshot)>::new());
-        let walked = par_synced_under(
-            &Skip,
-            std::slice::from_ref(&root),
-            &[PathBuf::from("/")],
-            &|batch| {
-                par.lock()
-                    .unwrap()
-                    .extend(batch.iter().map(|(p, s)| (p.to_path_buf(), *s)))
-            },
-            &|| true,
-        );
-        let mut par = par.into_inner().unwrap();
-        par.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(walked.paths as usize, par.len());
-        assert_eq!(par, serial);
-        assert!(walked.unreadable.is_empty());
+        // An independent walk: walkdir, never following links, pruning the
+        // skipped subtree.
+        let mut want: Vec<(PathBuf, Snapshot)> = walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| Skip.syncs(e.path()))
+            .map(|e| {
+                let p = e.unwrap().into_path();
+                let s = Snapshot::lstat(&p).unwrap();
+                (p, s)
+            })
+            .collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(walked(&root, &[PathBuf::from("/")]), want);
 
         // A scope below the root, and one inside an excluded subtree.
         let below = Mutex::new(Vec::<PathBuf>::new());
