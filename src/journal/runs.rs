@@ -15,8 +15,7 @@
 //! [`crate::confirm`]. (The table keeps the name it had when it held only
 //! what `csync2 -M` confirmed, so schema 2 needs no migration.)
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rusqlite::params;
 
@@ -128,20 +127,6 @@ fn insert_snapshot(
         ns(s.mtime_sec, s.mtime_nsec),
         ns(s.ctime_sec, s.ctime_nsec),
     ])
-}
-
-/// The byte range of paths strictly below `dir` (`dir/` .. `dir0`), the
-/// trick csync2 uses on its own tables; `/` covers everything.
-fn below(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-    let mut base = path_bytes(dir).to_vec();
-    if base.len() > 1 && base.ends_with(b"/") {
-        base.pop();
-    }
-    if base == b"/" {
-        (b"/".to_vec(), b"0".to_vec())
-    } else {
-        ([&base[..], b"/"].concat(), [&base[..], b"0"].concat())
-    }
 }
 
 impl Journal {
@@ -279,44 +264,6 @@ impl Journal {
         tx.commit().map_err(err)
     }
 
-    /// What the peers were last confirmed to hold at `path`.
-    pub fn confirmed(&self, path: &Path) -> Result<Option<Snapshot>, JournalError> {
-        use rusqlite::OptionalExtension;
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT {SNAPSHOT_COLUMNS} FROM confirmed WHERE path = ?1"
-            ))
-            .and_then(|mut st| {
-                st.query_row(params![path_bytes(path)], |r| snapshot_row(r, 0))
-                    .optional()
-            })
-            .map_err(|e| self.err(e))
-    }
-
-    /// Every confirmed path at or below `dir`.
-    pub fn confirmed_under(&self, dir: &Path) -> Result<HashMap<PathBuf, Snapshot>, JournalError> {
-        let (low, high) = below(dir);
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT path, {SNAPSHOT_COLUMNS} FROM confirmed
-                 WHERE path = ?1 OR (path > ?2 AND path < ?3)"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![path_bytes(dir), low, high], |r| {
-                Ok((blob(r.get_ref(0)?), snapshot_row(r, 1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (path, snap) = row.map_err(|e| self.err(e))?;
-            let path = path.ok_or_else(|| self.corrupt("a confirmed path is not a blob"))?;
-            out.insert(path, snap);
-        }
-        Ok(out)
-    }
-
     /// Every row, handed to `each` (the stat cache as last persisted,
     /// streamed: no copy of the whole table is held).
     pub fn confirmed_each(
@@ -336,14 +283,6 @@ impl Journal {
             each(path, snap);
         }
         Ok(())
-    }
-
-    /// How many paths are confirmed.
-    pub fn confirmed_count(&self) -> Result<u64, JournalError> {
-        self.conn
-            .query_row("SELECT count(*) FROM confirmed", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
     }
 
     /// Was `confirmed` filled from csync2's database yet?
@@ -394,6 +333,8 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
 
     fn snap(ino: u64, size: u64) -> Snapshot {
         Snapshot {
@@ -444,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn confirmed_round_trips_nanoseconds_and_ranges() {
+    fn confirmed_round_trips_nanoseconds_and_odd_names() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(dir.path()).unwrap();
         assert!(!j.confirmed_filled().unwrap());
@@ -458,15 +399,15 @@ mod tests {
             (PathBuf::from("/srv/x"), None),
         ])
         .unwrap();
-        assert_eq!(j.confirmed(Path::new("/srv/x")).unwrap(), None);
-        assert_eq!(
-            j.confirmed(Path::new("/srv/d/a")).unwrap(),
-            Some(snap(2, 10))
-        );
-        let under = j.confirmed_under(Path::new("/srv/d")).unwrap();
-        assert_eq!(under.len(), 2, "{under:?}");
-        assert_eq!(j.confirmed_under(Path::new("/")).unwrap().len(), 3);
-        assert_eq!(j.confirmed_count().unwrap(), 3);
+        let mut all = HashMap::new();
+        j.confirmed_each(&mut |p, s| {
+            all.insert(p, s);
+        })
+        .unwrap();
+        assert_eq!(all.get(Path::new("/srv/x")), None);
+        assert_eq!(all.get(Path::new("/srv/d/a")), Some(&snap(2, 10)));
+        assert_eq!(all.get(Path::new("/srv/d/b\n\u{1}")), Some(&snap(3, 20)));
+        assert_eq!(all.len(), 3, "{all:?}");
     }
 
     #[test]
