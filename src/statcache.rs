@@ -355,26 +355,11 @@ impl StatCache {
         StatCache::default()
     }
 
-    /// Take one row the journal kept (see [`StatCache::load`]).
+    /// Take one row the journal kept (at start-up, before any record).
     pub fn load_one(&mut self, path: PathBuf, snap: Snapshot) {
         let known = (snap != Snapshot::UNKNOWN).then_some(snap);
         self.map
             .insert(path.into_boxed_path(), Entry::new(known, 0));
-    }
-
-    /// A cache holding what the journal kept.
-    pub fn load(rows: impl IntoIterator<Item = (PathBuf, Snapshot)>) -> StatCache {
-        let map = rows
-            .into_iter()
-            .map(|(p, s)| {
-                let known = (s != Snapshot::UNKNOWN).then_some(s);
-                (p.into_boxed_path(), Entry::new(known, 0))
-            })
-            .collect();
-        StatCache {
-            map,
-            ..StatCache::default()
-        }
     }
 
     pub fn len(&self) -> usize {
@@ -561,6 +546,15 @@ mod tests {
         PathBuf::from(s)
     }
 
+    /// A cache as loaded from these journal rows.
+    fn loaded(rows: impl IntoIterator<Item = (PathBuf, Snapshot)>) -> StatCache {
+        let mut c = StatCache::new();
+        for (path, snap) in rows {
+            c.load_one(path, snap);
+        }
+        c
+    }
+
     fn known(at: &str, s: Snapshot) -> StatCache {
         let mut c = StatCache::new();
         c.record(p(at), Some(s), Some(s));
@@ -652,7 +646,7 @@ mod tests {
             Decision::CheckAndMark
         );
         // Loaded back from the journal, it is still unknown.
-        let c = StatCache::load([(p("/a"), Snapshot::UNKNOWN)]);
+        let c = loaded([(p("/a"), Snapshot::UNKNOWN)]);
         assert_eq!(
             c.decide(Path::new("/a"), Some(&post)),
             Decision::CheckAndMark
@@ -751,7 +745,7 @@ mod tests {
     #[test]
     fn a_walk_lists_what_it_did_not_see() {
         let f = file(7, 10, (100, 0), (100, 0));
-        let mut c = StatCache::load([
+        let mut c = loaded([
             (p("/t/a"), f),
             (p("/t/b"), f),
             (p("/t/sub/c"), f),
