@@ -154,14 +154,8 @@ impl Daemon {
             .entries
             .iter()
             .chain(&batch.dirs)
-            .map(|p| ScopeEntry {
-                path: p.clone(),
-                recursive: false,
-            })
-            .chain(batch.trees.iter().map(|p| ScopeEntry {
-                path: p.clone(),
-                recursive: true,
-            }))
+            .map(|p| ScopeEntry::exact(p.clone()))
+            .chain(batch.trees.iter().map(|p| ScopeEntry::tree(p.clone())))
             .collect();
         let journaled = if check.is_empty() && gone_trees.is_empty() {
             None

@@ -122,6 +122,7 @@ pub(super) fn differences(
 }
 
 /// What the reconcile thread did.
+#[derive(Default)]
 pub(super) struct Reconciled {
     pub walked: u64,
     pub walk: Duration,
@@ -151,14 +152,9 @@ fn reconcile(
     });
     if diff.stopped {
         return Ok(Reconciled {
-            walked: 0,
             walk: diff.elapsed,
-            results: Vec::new(),
-            marked: 0,
-            forget: Vec::new(),
-            processes: 0,
-            deep: None,
             stopped: true,
+            ..Reconciled::default()
         });
     }
     let check: Vec<PathBuf> = diff.items.iter().map(|(p, ..)| p.clone()).collect();
@@ -264,7 +260,6 @@ impl Daemon {
         if let Err(e) = self.journal.confirm(items) {
             self.journal_failed("recording the stat cache", &e);
         }
-        self.status.cache_paths = read(&self.cache).len() as u64;
         self.status_dirty = true;
     }
 
@@ -296,10 +291,7 @@ impl Daemon {
             .join(" ");
         let scope_entries: Vec<ScopeEntry> = scopes
             .iter()
-            .map(|path| ScopeEntry {
-                path: path.clone(),
-                recursive: true,
-            })
+            .map(|path| ScopeEntry::tree(path.clone()))
             .collect();
         let journaled = self.begin_run(RunMode::Full, &scope_entries);
         if !is_routine(&req) {
@@ -484,13 +476,7 @@ impl Daemon {
                 warn!("reconcile ({reasons}) failed, retrying in {delay:?}: {e}");
                 // csync2 may have stopped between recording a file and
                 // marking it dirty: what the reconcile covered is in doubt.
-                let scope = scopes
-                    .into_iter()
-                    .map(|path| ScopeEntry {
-                        path,
-                        recursive: true,
-                    })
-                    .collect();
+                let scope = scopes.into_iter().map(ScopeEntry::tree).collect();
                 self.in_doubt(journaled, scope);
             }
         }

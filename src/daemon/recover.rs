@@ -250,7 +250,6 @@ impl Daemon {
         }
         reconcile::write(&self.cache).fill(items);
         crate::process::release_free_memory();
-        self.status.cache_paths = confirmed as u64;
         self.need_fill = false;
         self.ctl.check_ok();
         info!(
@@ -277,13 +276,8 @@ impl Daemon {
         let (force, relinked) = self.paths_to_force();
         let paths: Vec<PathBuf> = force.iter().map(|(p, _)| p.clone()).collect();
         if !paths.is_empty() {
-            let scope: Vec<ScopeEntry> = paths
-                .iter()
-                .map(|p| ScopeEntry {
-                    path: p.clone(),
-                    recursive: false,
-                })
-                .collect();
+            let scope: Vec<ScopeEntry> =
+                paths.iter().map(|p| ScopeEntry::exact(p.clone())).collect();
             let run = self.begin_run(RunMode::Check, &scope);
             let result = self
                 .csync2
@@ -393,8 +387,5 @@ impl Daemon {
 }
 
 fn everything() -> ScopeEntry {
-    ScopeEntry {
-        path: PathBuf::from("/"),
-        recursive: true,
-    }
+    ScopeEntry::tree(PathBuf::from("/"))
 }

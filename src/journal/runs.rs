@@ -72,6 +72,24 @@ pub struct ScopeEntry {
     pub recursive: bool,
 }
 
+impl ScopeEntry {
+    /// `path` and everything below it.
+    pub fn tree(path: PathBuf) -> ScopeEntry {
+        ScopeEntry {
+            path,
+            recursive: true,
+        }
+    }
+
+    /// `path` alone.
+    pub fn exact(path: PathBuf) -> ScopeEntry {
+        ScopeEntry {
+            path,
+            recursive: false,
+        }
+    }
+}
+
 /// A run that was journaled and has not been cleared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
